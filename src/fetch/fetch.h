@@ -1,0 +1,120 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * fetch: image references, platform matching, and the registry client
+ * (libcurl): resolve a reference, fetch manifests and blobs, the Bearer token
+ * flow. It knows HTTP; it does not know the store's layout (blobs are handed
+ * to a sink callback).
+ */
+#ifndef IMGFS_FETCH_H
+#define IMGFS_FETCH_H
+
+#include "../store/store.h"
+#include "../util/util.h"
+
+/* ---- references (ref.c) -------------------------------------------------- */
+
+/*
+ * A parsed, normalised reference, with Docker's rules:
+ *   alpine                      -> docker.io/library/alpine:latest
+ *   user/app                    -> docker.io/user/app:latest
+ *   index.docker.io/alpine      -> docker.io/library/alpine:latest
+ *   host:port/path/name:tag, localhost/name, [::1]:5000/name
+ *   name@sha256:<hex>, name:tag@sha256:<hex> (the digest wins for resolution)
+ */
+struct imgfs_ref {
+	char *domain;     /* "docker.io", "127.0.0.1:5000" */
+	char *path;       /* "library/alpine" */
+	char *tag;        /* "3.18.3", or NULL when only a digest was given */
+	bool has_digest;
+	struct imgfs_digest digest;
+};
+/* EINVAL with a message saying what is wrong ("repository name must be
+ * lowercase", "invalid tag", "invalid reference format", ...). A reference
+ * with neither tag nor digest gets tag "latest". */
+int imgfs_ref_parse(const char *s, struct imgfs_ref *ref, struct imgfs_error *err);
+void imgfs_ref_destroy(struct imgfs_ref *ref);
+/* Canonical name: "docker.io/library/alpine:3.18.3", "host/x@sha256:…",
+ * "host/x:tag@sha256:…". Caller frees. */
+char *imgfs_ref_string(const struct imgfs_ref *ref);
+/* The name an image is stored under: "<domain>/<path>:<tag>" when a tag was
+ * given, otherwise "<domain>/<path>@<digest>". Caller frees. */
+char *imgfs_ref_store_name(const struct imgfs_ref *ref);
+/* Familiar name: docker.io/library/ and docker.io/ dropped ("alpine:3.18.3"). Caller frees. */
+char *imgfs_ref_familiar(const struct imgfs_ref *ref);
+/* The host to contact: docker.io -> registry-1.docker.io. Caller frees. */
+char *imgfs_ref_api_host(const struct imgfs_ref *ref);
+
+/* ---- platforms (platform.c) ---------------------------------------------- */
+
+/* Parse "os/arch[/variant]" and normalise (aarch64 -> arm64, x86_64 ->
+ * amd64, armhf -> arm/v7, arm64 -> variant v8, arm with no variant -> v7). */
+int imgfs_platform_parse(const char *s, struct imgfs_platform *p, struct imgfs_error *err);
+/* Normalise in place (the same rules). */
+void imgfs_platform_normalize(struct imgfs_platform *p);
+/* The host's platform (uname; arm variant from /proc/cpuinfo). */
+void imgfs_platform_host(struct imgfs_platform *p);
+/*
+ * Choose the manifest for want from an index, with containerd's rules: exact
+ * os/architecture/variant first; arm v7 accepts v6 then v5 as fallbacks, v6
+ * accepts v5; amd64 accepts lower v-levels; attestation entries and unknown
+ * media types are never chosen; among equals the first in index order wins.
+ * ENOENT with a message listing the platforms offered when none matches.
+ */
+int imgfs_platform_select(const struct imgfs_index *idx, const struct imgfs_platform *want, size_t *chosen,
+			  struct imgfs_error *err);
+
+/* ---- registry client (registry.c, auth.c) ------------------------------ */
+
+struct imgfs_fetch_config {
+	int max_concurrent_downloads; /* default 3 */
+	char **insecure_registries;   /* NULL-terminated; hosts, host:port; may be NULL */
+	const char *ca_dir;           /* certs.d root, default /etc/imgfs/certs.d */
+};
+void imgfs_fetch_config_init(struct imgfs_fetch_config *cfg);
+
+/* One registry host, shared by the threads of a pull (thread-safe). */
+struct imgfs_registry;
+int imgfs_registry_new(const struct imgfs_ref *ref, const struct imgfs_fetch_config *cfg,
+		       struct imgfs_registry **out, struct imgfs_error *err);
+void imgfs_registry_free(struct imgfs_registry *r);
+
+struct imgfs_fetched {
+	char *data; /* NUL-terminated, len bytes */
+	size_t len;
+	char *content_type; /* as sent, parameters stripped; may be NULL */
+	struct imgfs_digest digest; /* computed from the bytes (algorithm of the request) */
+};
+void imgfs_fetched_destroy(struct imgfs_fetched *f);
+
+/*
+ * GET /v2/<path>/manifests/<reference> (reference: a tag or "sha256:…") with
+ * the Accept header for OCI and Docker schema2 manifests and indexes. Bodies
+ * over max bytes are refused before they are read whole. When reference is a
+ * digest the bytes must hash to it; when the registry sends
+ * Docker-Content-Digest it must match the bytes. Errors: ENOENT (unknown
+ * repository, tag or digest), EACCES (denied), EIO (digest/format),
+ * ETIMEDOUT/ECONNREFUSED/EHOSTUNREACH (network), each message naming the URL's
+ * repository and reference.
+ */
+int imgfs_registry_get_manifest(struct imgfs_registry *r, const char *path, const char *reference, size_t max,
+				struct imgfs_fetched *out, struct imgfs_error *err);
+
+/* GET a small blob (config) into memory; its size must equal expected_size
+ * (refused before reading when larger) and its bytes must hash to d. */
+int imgfs_registry_get_blob_mem(struct imgfs_registry *r, const char *path, const struct imgfs_digest *d,
+				uint64_t expected_size, struct imgfs_fetched *out, struct imgfs_error *err);
+
+/*
+ * Stream a blob to sink, starting at offset (sent as Range when > 0). If the
+ * server ignores the Range (200), *restarted is set to true before the first
+ * byte is passed to sink, and the sink receives the whole blob from 0 (the
+ * caller must discard what it had). A sink returning non-zero aborts the
+ * transfer (its error is kept in err by the sink). No hashing here: the store's
+ * ingest does it. Follows redirects (Authorization is not sent to another host).
+ */
+typedef int (*imgfs_sink_fn)(void *ctx, const void *buf, size_t len, struct imgfs_error *err);
+int imgfs_registry_get_blob(struct imgfs_registry *r, const char *path, const struct imgfs_digest *d,
+			    uint64_t offset, imgfs_sink_fn sink, void *ctx, bool *restarted,
+			    struct imgfs_error *err);
+
+#endif
