@@ -1,0 +1,337 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Resolving an image (index -> platform -> manifest -> config), recording it,
+ * and the registry as a pull source. */
+#include "pull_i.h"
+
+#include <string.h>
+#include <time.h>
+
+#define MAX_INDEX_DEPTH 4
+
+json_t *pull_descriptor_json(const char *media_type, const struct imgfs_digest *d, uint64_t size)
+{
+	return json_pack("{s:s, s:s, s:I}", "mediaType", media_type ? media_type : "", "digest", d->str,
+			 "size", (json_int_t)size);
+}
+
+/* Fetch the manifest named by desc_digest (size known) or reference. */
+static int fetch_doc(struct pull_source *src, const char *reference, const struct imgfs_descriptor *desc,
+		     struct imgfs_fetched *out, enum imgfs_doc_kind *kind, char **mt, struct imgfs_error *err)
+{
+	if (src->get_manifest(src->ctx, reference, out, err) < 0)
+		return -1;
+	if (desc && (out->len != desc->size || !imgfs_digest_equal(&out->digest, &desc->digest)))
+		return imgfs_error_set(err, EIO, "manifest %s: the index says %llu bytes, got %zu bytes with digest %s",
+				       desc->digest.str, (unsigned long long)desc->size, out->len, out->digest.str);
+	if (imgfs_oci_classify(out->data, out->len, out->content_type, kind, mt, err) < 0)
+		return imgfs_error_wrap(err, "%s", out->digest.str);
+	return 0;
+}
+
+static int want_platform(const struct imgfs_pull_opts *opts, struct imgfs_platform *want, struct imgfs_error *err)
+{
+	if (opts && opts->platform)
+		return imgfs_platform_parse(opts->platform, want, err);
+	imgfs_platform_host(want);
+	return 0;
+}
+
+static bool platform_matches(const struct imgfs_platform *want, const struct imgfs_platform *have)
+{
+	if (!have->os || !have->architecture)
+		return true;
+	if (strcmp(want->os, have->os) || strcmp(want->architecture, have->architecture))
+		return false;
+	return !want->variant || !have->variant || !strcmp(want->variant, have->variant);
+}
+
+static json_t *build_record(const char *name, const json_t *index_desc, const struct imgfs_fetched *mf,
+			    const char *manifest_mt, const struct imgfs_manifest *m, const struct imgfs_config *c,
+			    const struct imgfs_digest *chain_ids, const char *platform)
+{
+	json_t *layers = json_array();
+	uint64_t total = mf->len + m->config.size;
+	json_t *rec;
+
+	for (size_t i = 0; i < m->n_layers; i++) {
+		json_t *l = pull_descriptor_json(m->layers[i].media_type, &m->layers[i].digest, m->layers[i].size);
+		json_object_set_new(l, "diffID", json_string(c->diff_ids[i].str));
+		json_object_set_new(l, "chainID", json_string(chain_ids[i].str));
+		json_array_append_new(layers, l);
+		total += m->layers[i].size;
+	}
+	rec = json_pack("{s:s, s:o, s:o, s:s, s:o, s:I, s:I}", "name", name, "target",
+			pull_descriptor_json(manifest_mt, &mf->digest, mf->len), "config",
+			pull_descriptor_json(m->config.media_type, &m->config.digest, m->config.size), "platform",
+			platform, "layers", layers, "size", (json_int_t)total, "pulled", (json_int_t)time(NULL));
+	json_object_set_new(rec, "index", index_desc ? json_deep_copy(index_desc) : json_null());
+	json_object_set_new(rec, "created", c->created ? json_string(c->created) : json_null());
+	return rec;
+}
+
+static int get_config(struct imgfs_store *s, struct pull_source *src, const struct imgfs_descriptor *d,
+		      struct imgfs_config **out, struct imgfs_error *err)
+{
+	struct imgfs_fetched f = {0};
+	int rc;
+
+	if (d->size > IMGFS_MAX_CONFIG_SIZE)
+		return imgfs_error_set(err, EIO, "config %s: %llu bytes, more than the limit of %u", d->digest.str,
+				       (unsigned long long)d->size, IMGFS_MAX_CONFIG_SIZE);
+	if (imgfs_store_has_blob(s, &d->digest, d->size))
+		rc = imgfs_store_read_blob(s, &d->digest, IMGFS_MAX_CONFIG_SIZE, &f.data, &f.len, err);
+	else
+		rc = src->get_blob_mem(src->ctx, &d->digest, d->size, &f, err);
+	if (rc == 0)
+		rc = imgfs_oci_parse_config(f.data, f.len, out, err);
+	if (rc == 0)
+		rc = imgfs_store_put_blob(s, &d->digest, d->media_type, f.data, f.len, err);
+	imgfs_fetched_destroy(&f);
+	if (rc < 0)
+		return imgfs_error_wrap(err, "config %s", d->digest.str);
+	return 0;
+}
+
+/* From the top document down to one image manifest. On return *mf holds the
+ * manifest's bytes and *index_desc (or NULL) the first index's descriptor. */
+static int resolve_manifest(struct imgfs_store *s, struct pull_source *src, const char *reference,
+			    const struct imgfs_platform *want, struct imgfs_fetched *mf, char **mt,
+			    json_t **index_desc, struct imgfs_error *err)
+{
+	const struct imgfs_descriptor *desc = NULL;
+	struct imgfs_index *idx = NULL;
+	struct imgfs_descriptor chosen = {0};
+	enum imgfs_doc_kind kind;
+	int depth = 0;
+
+	*index_desc = NULL;
+	for (;;) {
+		size_t pick;
+		if (fetch_doc(src, desc ? desc->digest.str : reference, desc, mf, &kind, mt, err) < 0)
+			goto fail;
+		if (imgfs_store_put_blob(s, &mf->digest, *mt, mf->data, mf->len, err) < 0)
+			goto fail;
+		if (kind == IMGFS_DOC_MANIFEST)
+			break;
+		if (++depth > MAX_INDEX_DEPTH) {
+			imgfs_error_set(err, EIO, "indexes nested more than %d deep", MAX_INDEX_DEPTH);
+			goto fail;
+		}
+		if (!*index_desc)
+			*index_desc = pull_descriptor_json(*mt, &mf->digest, mf->len);
+		if (imgfs_oci_parse_index(mf->data, mf->len, &idx, err) < 0 ||
+		    imgfs_platform_select(idx, want, &pick, err) < 0) {
+			imgfs_error_wrap(err, "index %s", mf->digest.str);
+			goto fail;
+		}
+		imgfs_descriptor_destroy(&chosen);
+		chosen = idx->manifests[pick];
+		memset(&idx->manifests[pick], 0, sizeof(idx->manifests[pick]));
+		imgfs_index_free(idx);
+		idx = NULL;
+		desc = &chosen;
+		imgfs_fetched_destroy(mf);
+		free(*mt);
+		*mt = NULL;
+	}
+	imgfs_descriptor_destroy(&chosen);
+	return 0;
+fail:
+	imgfs_index_free(idx);
+	imgfs_descriptor_destroy(&chosen);
+	json_decref(*index_desc);
+	*index_desc = NULL;
+	return -1;
+}
+
+int pull_image(struct imgfs_store *s, struct pull_source *src, const char *name, const char *reference,
+	       const struct imgfs_pull_opts *opts, json_t **record, struct imgfs_error *err)
+{
+	struct imgfs_platform want = {0};
+	struct imgfs_fetched mf = {0};
+	struct imgfs_manifest *m = NULL;
+	struct imgfs_config *c = NULL;
+	struct imgfs_digest *chain_ids = NULL;
+	json_t *index_desc = NULL, *rec = NULL;
+	_cleanup_free_ char *mt = NULL;
+	_cleanup_free_ char *plat = NULL;
+	int rc = -1;
+
+	if (want_platform(opts, &want, err) < 0)
+		return -1;
+	if (resolve_manifest(s, src, reference, &want, &mf, &mt, &index_desc, err) < 0)
+		goto out;
+	if (imgfs_oci_parse_manifest(mf.data, mf.len, &m, err) < 0) {
+		imgfs_error_wrap(err, "manifest %s", mf.digest.str);
+		goto out;
+	}
+	if (get_config(s, src, &m->config, &c, err) < 0)
+		goto out;
+	if (c->n_diff_ids != m->n_layers) {
+		imgfs_error_set(err, EIO, "manifest %s has %zu layers but its config lists %zu diff_ids",
+				mf.digest.str, m->n_layers, c->n_diff_ids);
+		goto out;
+	}
+	if (!platform_matches(&want, &c->platform)) {
+		_cleanup_free_ char *have = imgfs_platform_string(&c->platform);
+		_cleanup_free_ char *w = imgfs_platform_string(&want);
+		if (opts && opts->platform) {
+			imgfs_error_set(err, ENOENT, "image is for %s, not the requested %s", have, w);
+			goto out;
+		}
+		imgfs_warn("%s: image is for %s, this host is %s", name, have, w);
+	}
+	plat = imgfs_platform_string(c->platform.os ? &c->platform : &want);
+	chain_ids = calloc(m->n_layers ? m->n_layers : 1, sizeof(*chain_ids));
+	if (!chain_ids) {
+		imgfs_error_set(err, ENOMEM, "out of memory");
+		goto out;
+	}
+	if (pull_layers(s, src, name, m, c, chain_ids, opts, err) < 0)
+		goto out;
+	rec = build_record(name, index_desc, &mf, mt, m, c, chain_ids, plat);
+	if (imgfs_store_put_image(s, name, rec, err) < 0)
+		goto out;
+	if (record)
+		*record = json_incref(rec);
+	rc = 0;
+out:
+	json_decref(rec);
+	json_decref(index_desc);
+	free(chain_ids);
+	imgfs_config_free(c);
+	imgfs_manifest_free(m);
+	imgfs_fetched_destroy(&mf);
+	imgfs_platform_destroy(&want);
+	return rc;
+}
+
+/* ---- the registry as a source -------------------------------------------- */
+
+struct registry_src {
+	struct imgfs_registry *r;
+	const char *path;
+};
+
+static int reg_get_manifest(void *ctx, const char *reference, struct imgfs_fetched *out, struct imgfs_error *err)
+{
+	struct registry_src *rs = ctx;
+	return imgfs_registry_get_manifest(rs->r, rs->path, reference, IMGFS_MAX_MANIFEST_SIZE, out, err);
+}
+
+static int reg_get_blob_mem(void *ctx, const struct imgfs_digest *d, uint64_t size, struct imgfs_fetched *out,
+			    struct imgfs_error *err)
+{
+	struct registry_src *rs = ctx;
+	return imgfs_registry_get_blob_mem(rs->r, rs->path, d, size, out, err);
+}
+
+static int reg_get_blob(void *ctx, const struct imgfs_digest *d, uint64_t offset, imgfs_sink_fn sink,
+			void *sink_ctx, bool *restarted, struct imgfs_error *err)
+{
+	struct registry_src *rs = ctx;
+	return imgfs_registry_get_blob(rs->r, rs->path, d, offset, sink, sink_ctx, restarted, err);
+}
+
+int imgfs_pull(struct imgfs_store *s, const char *refstr, const struct imgfs_pull_opts *opts, json_t **record,
+	       struct imgfs_error *err)
+{
+	struct imgfs_fetch_config defcfg;
+	const struct imgfs_fetch_config *cfg = opts && opts->fetch ? opts->fetch : NULL;
+	struct imgfs_ref ref = {0};
+	struct imgfs_registry *r = NULL;
+	struct registry_src rs;
+	struct pull_source src;
+	_cleanup_free_ char *canonical = NULL;
+	_cleanup_free_ char *name = NULL;
+	int rc;
+
+	if (imgfs_ref_parse(refstr, &ref, err) < 0)
+		return -1;
+	canonical = imgfs_ref_string(&ref);
+	name = imgfs_ref_store_name(&ref);
+	if (!cfg) {
+		imgfs_fetch_config_init(&defcfg);
+		cfg = &defcfg;
+	}
+	rc = imgfs_registry_new(&ref, cfg, &r, err);
+	if (rc == 0)
+		rc = imgfs_store_lock_shared(s, err);
+	if (rc == 0) {
+		rs = (struct registry_src){.r = r, .path = ref.path};
+		src = (struct pull_source){.get_manifest = reg_get_manifest,
+					   .get_blob_mem = reg_get_blob_mem,
+					   .get_blob = reg_get_blob,
+					   .ctx = &rs,
+					   .max_downloads = cfg->max_concurrent_downloads};
+		rc = pull_image(s, &src, name, ref.has_digest ? ref.digest.str : ref.tag, opts, record, err);
+		imgfs_store_unlock(s);
+	}
+	imgfs_registry_free(r);
+	imgfs_ref_destroy(&ref);
+	if (rc < 0)
+		return imgfs_error_wrap(err, "pull %s", canonical);
+	return 0;
+}
+
+/* ---- lookup --------------------------------------------------------------- */
+
+struct find_digest {
+	const char *digest;
+	char *name;
+	json_t *rec;
+};
+
+static int find_by_digest(void *ctx, const char *name, json_t *rec)
+{
+	struct find_digest *f = ctx;
+	const char *t = json_string_value(json_object_get(json_object_get(rec, "target"), "digest"));
+	const char *i = json_string_value(json_object_get(json_object_get(rec, "index"), "digest"));
+	if ((t && !strcmp(t, f->digest)) || (i && !strcmp(i, f->digest))) {
+		f->name = imgfs_xstrdup(name);
+		f->rec = json_incref(rec);
+		return 1;
+	}
+	return 0;
+}
+
+int imgfs_pull_lookup(struct imgfs_store *s, const char *refstr, char **name, json_t **record,
+		      struct imgfs_error *err)
+{
+	struct imgfs_ref ref = {0};
+	struct find_digest f = {0};
+	json_t *rec = NULL;
+	char *n;
+
+	if (imgfs_ref_parse(refstr, &ref, err) < 0)
+		return -1;
+	n = imgfs_ref_store_name(&ref);
+	if (imgfs_store_get_image(s, n, &rec, err) == 0)
+		goto found;
+	if (err->code != ENOENT)
+		goto fail;
+	if (ref.has_digest) {
+		f.digest = ref.digest.str;
+		if (imgfs_store_list_images(s, find_by_digest, &f, err) < 0)
+			goto fail;
+		if (f.name) {
+			free(n);
+			n = f.name;
+			rec = f.rec;
+			goto found;
+		}
+	}
+	imgfs_error_set(err, ENOENT, "no image %s in the store", n);
+fail:
+	free(n);
+	imgfs_ref_destroy(&ref);
+	return -1;
+found:
+	imgfs_ref_destroy(&ref);
+	*name = n;
+	if (record)
+		*record = rec;
+	else
+		json_decref(rec);
+	return 0;
+}
