@@ -1,0 +1,16 @@
+#!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
+# Install what imgfs needs to build, test and benchmark on Debian 12 (as root).
+set -e
+export DEBIAN_FRONTEND=noninteractive
+packages="build-essential cmake pkg-config
+  libfuse3-dev fuse3 libcurl4-openssl-dev libssl-dev zlib1g-dev libarchive-dev libjansson-dev liblmdb-dev
+  docker-registry skopeo umoci busybox-static zstd python3 attr curl util-linux"
+missing=""
+for p in $packages; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends $missing
+fi
