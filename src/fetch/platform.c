@@ -132,6 +132,10 @@ int imgfs_platform_parse(const char *s, struct imgfs_platform *p, struct imgfs_e
 	for (int i = 0; i < n; i++) {
 		if (lens[i] == 0)
 			return imgfs_error_set(err, EINVAL, "invalid platform \"%.200s\": empty component", s);
+		if (!isalnum((unsigned char)parts[i][0]))
+			return imgfs_error_set(err, EINVAL,
+					       "invalid platform \"%.200s\": \"%.*s\" must start with a letter or digit",
+					       s, (int)lens[i], parts[i]);
 		for (size_t j = 0; j < lens[i]; j++) {
 			char c = parts[i][j];
 			if (!isascii((unsigned char)c) || !(isalnum((unsigned char)c) || c == '_' || c == '-' || c == '.'))
