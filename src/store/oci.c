@@ -64,7 +64,7 @@ static int load_doc(const char *buf, size_t len, size_t max, json_t **out, struc
 	if (check_depth(buf, len, err) < 0)
 		return -1;
 	/* Without JSON_DISABLE_EOF_CHECK jansson refuses trailing non-space bytes. */
-	j = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &je);
+	j = json_loadb(buf, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
 	if (!j)
 		return imgfs_error_set(err, EIO, "malformed JSON at line %d column %d: %s", je.line, je.column,
 				       je.text);
