@@ -134,7 +134,10 @@ static const char *parse_params(const char *p, struct imgfs_auth_challenge *c, s
 				return NULL;
 			}
 		} else {
-			const char *ve = scan_token(p);
+			/* token per RFC 7235; be lenient with unquoted URLs (':' and '/') */
+			const char *ve = p;
+			while ((unsigned char)*ve > 0x20 && (unsigned char)*ve < 0x7f && *ve != ',' && *ve != '"')
+				ve++;
 			val = strndup(p, (size_t)(ve - p));
 			p = ve;
 		}
