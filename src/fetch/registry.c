@@ -438,7 +438,10 @@ static size_t on_header(char *line, size_t size, size_t nmemb, void *ud)
 
 	if (n >= 5 && !strncmp(line, "HTTP/", 5)) {
 		/* a new response (e.g. after 100 Continue): forget the previous headers */
+		const char *sp = memchr(line, ' ', n);
 		xfer_reset_response(x);
+		if (sp && sp + 4 <= line + n)
+			x->status = strtol(sp + 1, NULL, 10);
 		return n;
 	}
 	set_header(&x->content_type, header_value(line, n, "Content-Type"));
@@ -642,7 +645,10 @@ static CURLcode perform_hop(struct imgfs_registry *r, struct xfer *x, const char
 	rc = curl_easy_perform(c);
 	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &x->status);
 	/* an error body cut at the cap is not a transport error */
-	if (rc == CURLE_WRITE_ERROR && !x->fail && (x->status < 200 || x->status >= 300))
+	/* an error body cut at the cap, or shorter than its Content-Length (Go's
+	 * http.ServeContent sends a 416 so), is not a transport error */
+	if ((rc == CURLE_WRITE_ERROR || rc == CURLE_PARTIAL_FILE || rc == CURLE_RECV_ERROR) && !x->fail &&
+	    x->status >= 300)
 		rc = CURLE_OK;
 	if (rc != CURLE_OK && !x->fail)
 		imgfs_curl_error(x->sink_err, c, rc, x->what, r->host);
@@ -737,6 +743,26 @@ static int status_error(struct imgfs_registry *r, struct xfer *x, struct imgfs_e
 			       detail[0] ? ": " : "", detail);
 }
 
+/* 416 to "Range: bytes=N-": fine when the blob is exactly N bytes long
+ * ("Content-Range: bytes *\/N"), the caller then has it all. */
+static int range_done(struct imgfs_registry *r, struct xfer *x, struct imgfs_error *err)
+{
+	const char *cr = x->content_range;
+	char *e;
+	unsigned long long total;
+	if (cr && !strncasecmp(cr, "bytes */", 8)) {
+		errno = 0;
+		total = strtoull(cr + 8, &e, 10);
+		if (!errno && *e == '\0' && e != cr + 8 && total == x->range)
+			return 0;
+		if (!errno && *e == '\0' && e != cr + 8)
+			return imgfs_error_set(err, EIO,
+					       "blob %s/%s@%s: resuming at byte %" PRIu64 " but the blob is %llu bytes",
+					       r->domain, x->path, x->reference, x->range, total);
+	}
+	return status_error(r, x, err);
+}
+
 /*
  * One attempt: the request with its redirects and one Bearer round. 0 on a
  * 2xx (or 416 on a resumed blob: nothing left to send), else -1.
@@ -793,7 +819,7 @@ static int send_request(struct imgfs_registry *r, struct xfer *x, const char *ur
 			continue;
 		}
 		if (x->status == 416 && x->mode == BODY_SINK && x->range > 0)
-			return 0;
+			return range_done(r, x, err);
 		if (x->status >= 200 && x->status < 300)
 			return 0;
 		return status_error(r, x, err);
