@@ -254,11 +254,12 @@ restart:
 			return imgfs_error_errno(err, errno, "entry \"%s\": resolve %s", e->name,
 						 path);
 		/* prefix up to start resolves (or is the root); path[start..] is missing */
-		path[start ? start - 1 : 0] = '\0';
-		pfd = start ? unpack_openat2(u->root_fd, path, O_PATH | O_DIRECTORY, RESOLVE_FLAGS)
-			    : u->root_fd;
-		if (start)
+		pfd = u->root_fd;
+		if (start) {
+			path[start - 1] = '\0';
+			pfd = unpack_openat2(u->root_fd, path, O_PATH | O_DIRECTORY, RESOLVE_FLAGS);
 			path[start - 1] = '/';
+		}
 		if (pfd < 0)
 			return imgfs_error_errno(err, errno, "entry \"%s\": resolve parent of %s",
 						 e->name, path);

@@ -273,7 +273,7 @@ def run_case(case, tmproot):
         return problems
     finally:
         subprocess.run(["chmod", "-R", "u+rwx", T], capture_output=True)
-        shutil.rmtree(T, ignore_errors=True)
+        subprocess.run(["rm", "-rf", T])
 
 
 # ---- expectation helpers -----------------------------------------------------
@@ -337,7 +337,7 @@ def real(c, p):
     return full
 
 
-def kind(p, want):
+def kind(p, want, rdev=None):
     tests = {"file": stat.S_ISREG, "dir": stat.S_ISDIR, "link": stat.S_ISLNK,
              "fifo": stat.S_ISFIFO, "chr": stat.S_ISCHR, "blk": stat.S_ISBLK}
 
@@ -348,8 +348,8 @@ def kind(p, want):
             return ["%s: %s (want %s)" % (p, e, want)]
         if not tests[want](st.st_mode):
             return ["%s is not a %s (mode %o)" % (p, want, st.st_mode)]
-        if want == "chr" and ROOT and st.st_rdev != 0:
-            return ["%s: whiteout device is not 0/0" % p]
+        if want == "chr" and st.st_rdev != (0 if rdev is None else rdev):
+            return ["%s: device number %#x is wrong" % (p, st.st_rdev)]
         return []
     return f
 
@@ -775,13 +775,16 @@ def cases():
             add("T20 %s dev %d/%d" % (t.__name__, ma, mi),
                 lambda c, t=t, ma=ma, mi=mi: tar_bytes([t("dev", ma, mi)], tarfile.GNU_FORMAT),
                 error("device number out of range", dest_empty))
-    add("T20 char device 1/3", [C("null", 1, 3)], ok(kind("null", "chr")),
+    add("T20 char device 1/3", [C("null", 1, 3)], ok(kind("null", "chr", os.makedev(1, 3))),
         nonroot=ok(absent("null")))
     add("T20 fifo", [P("fifo", mode=0o640)], ok(kind("fifo", "fifo"), mode_is("fifo", 0o640)))
     add("T20 setuid root", [F("su", "x", mode=0o4755)], ok(mode_is("su", 0o4755)))
     add("T20 mode junk bits", [F("m", "x", mode=0o7777 | 0o170000)],
         ok(mode_is("m", 0o7777)))
-    for uid in (1 << 32, -1, (1 << 63) - 1, (1 << 32) - 1):
+    for n in ("uid", "gid"):
+        add("T20 pax %s 2^63-1" % n, [F("u", "x", pax={n: str((1 << 63) - 1)})],
+            error("out of range", dest_empty))
+    for uid in (1 << 32, -1, (1 << 32) - 1):
         add("T20 uid %d" % uid,
             lambda c, uid=uid: tar_bytes([F("u", "x", uid=uid)], tarfile.GNU_FORMAT),
             error("out of range", dest_empty))
@@ -791,7 +794,10 @@ def cases():
     add("T20 uid 2^31", lambda c: tar_bytes([F("u", "x", uid=1 << 31, gid=1 << 31)],
                                             tarfile.GNU_FORMAT),
         ok(owner_is("u", 1 << 31, 1 << 31)))
-    for tf in (b"V", b"Z", b"9"):
+    # GNU volume header: libarchive parses it and refuses the damaged archive here
+    add("T20 typeflag V", [F("weird", "data", typeflag=b"V"), F("after", "a")],
+        either(absent("weird"), content("after", "a")))
+    for tf in (b"Z", b"9", b"X"):
         add("T20 unknown typeflag " + tf.decode(),
             [F("weird", "data", typeflag=tf), F("after", "a")],
             ok(absent("weird"), content("after", "a")))
@@ -914,7 +920,7 @@ def main():
                 print("     " + p)
             failed += bool(probs)
     finally:
-        shutil.rmtree(tmproot, ignore_errors=True)
+        subprocess.run(["rm", "-rf", tmproot])
         os.unlink(SENTINEL)
     print("%d case(s) failed" % failed if failed else "all cases passed")
     return 1 if failed else 0
