@@ -165,12 +165,18 @@ start_registry() {
 	fail "docker-registry did not come up: $(tail -n 5 "$dir/log")"
 }
 
-# blob_gets [DIGEST]: how many blob GETs the registry has answered (for one
-# digest if given) since it started.
+# mark_log: blob_gets counts from here on.
+LOG_MARK=0
+mark_log() {
+	LOG_MARK=$(wc -l <"$REGISTRY_LOG")
+}
+
+# blob_gets [DIGEST]: how many blob GETs (of one digest if given) the
+# registry has answered since the last mark_log.
 blob_gets() {
 	local d=${1:-}
 	local pat='"GET /v2/[^ ]*/blobs/sha256:'${d#sha256:}
-	grep -c -- "$pat" "$REGISTRY_LOG" || true
+	tail -n +$((LOG_MARK + 1)) "$REGISTRY_LOG" | grep -c -- "$pat" || true
 }
 
 # registry_blob DIGEST: path of a blob's data file in the registry storage.
@@ -189,13 +195,16 @@ build_fixtures() {
 }
 
 # push_layout LAYOUT TAG REPO[:DESTTAG] [skopeo args...]: push one tag of an
-# OCI layout (every platform of an index) to $REGISTRY/REPO.
+# OCI layout (every platform of an index) to $REGISTRY/REPO. Without
+# --format, digests are kept as they are (skopeo would otherwise gzip
+# uncompressed layers on the way).
 push_layout() {
 	need skopeo
-	local layout=$1 tag=$2 dest=$3
+	local layout=$1 tag=$2 dest=$3 keep=--preserve-digests
 	shift 3
 	case $dest in *:*) ;; *) dest=$dest:$tag ;; esac
-	skopeo --insecure-policy copy -q --all --dest-tls-verify=false "$@" \
+	case " $* " in *" --format "*) keep= ;; esac
+	skopeo --insecure-policy copy -q --all --dest-tls-verify=false $keep "$@" \
 		"oci:$layout:$tag" "docker://$REGISTRY/$dest" >"$T/skopeo.log" 2>&1 ||
 		fail "skopeo push of $layout:$tag to $dest failed: $(tail -n 5 "$T/skopeo.log")"
 }
