@@ -17,10 +17,10 @@ struct imgfs_ingest {
 	struct imgfs_store *s;
 	struct imgfs_digest expected;
 	uint64_t expected_size;
-	char *dir;       /* <root>/ingest/<alg>-<hex> */
+	char *dir;	 /* <root>/ingest/<alg>-<hex> */
 	char *lock_path; /* dir/lock */
 	char *data_path; /* dir/data */
-	int lockfd;      /* flock(LOCK_EX) held while w lives */
+	int lockfd;	 /* flock(LOCK_EX) held while w lives */
 	int datafd;
 	uint64_t offset;
 	struct imgfs_hasher *h;
@@ -37,7 +37,8 @@ static char *blob_dir(const struct imgfs_store *s, const struct imgfs_digest *d)
 }
 
 /* 1: present (size in *size), 0: absent, -1: error in err. */
-static int blob_stat(struct imgfs_store *s, const struct imgfs_digest *d, uint64_t *size, struct imgfs_error *err)
+static int blob_stat(struct imgfs_store *s, const struct imgfs_digest *d, uint64_t *size,
+		     struct imgfs_error *err)
 {
 	_cleanup_free_ char *path = imgfs_store_blob_path(s, d);
 	struct stat st;
@@ -63,8 +64,8 @@ bool imgfs_store_has_blob(struct imgfs_store *s, const struct imgfs_digest *d, u
 	return size == UINT64_MAX || size == have;
 }
 
-int imgfs_store_read_blob(struct imgfs_store *s, const struct imgfs_digest *d, size_t max, char **buf,
-			  size_t *len, struct imgfs_error *err)
+int imgfs_store_read_blob(struct imgfs_store *s, const struct imgfs_digest *d, size_t max,
+			  char **buf, size_t *len, struct imgfs_error *err)
 {
 	_cleanup_free_ char *path = imgfs_store_blob_path(s, d);
 	_cleanup_free_ char *data = NULL;
@@ -78,7 +79,8 @@ int imgfs_store_read_blob(struct imgfs_store *s, const struct imgfs_digest *d, s
 	/* Blobs read whole are small (documents); check them again. */
 	imgfs_digest_buf(d->alg, data, n, &got);
 	if (!imgfs_digest_equal(&got, d))
-		return imgfs_error_set(err, EIO, "blob %s: digest mismatch in store: got %s", d->str, got.str);
+		return imgfs_error_set(err, EIO, "blob %s: digest mismatch in store: got %s",
+				       d->str, got.str);
 	*buf = steal_pointer(&data);
 	if (len)
 		*len = n;
@@ -113,8 +115,9 @@ static int blob_install(struct imgfs_store *s, const char *from, const struct im
 	return 0;
 }
 
-int imgfs_store_put_blob(struct imgfs_store *s, const struct imgfs_digest *d, const char *media_type,
-			 const void *data, size_t len, struct imgfs_error *err)
+int imgfs_store_put_blob(struct imgfs_store *s, const struct imgfs_digest *d,
+			 const char *media_type, const void *data, size_t len,
+			 struct imgfs_error *err)
 {
 	_cleanup_free_ char *tmp = imgfs_xasprintf("%s/ingest/put-XXXXXX", s->root);
 	_cleanup_close_ int fd = -1;
@@ -124,15 +127,17 @@ int imgfs_store_put_blob(struct imgfs_store *s, const struct imgfs_digest *d, co
 
 	imgfs_digest_buf(d->alg, data, len, &got);
 	if (!imgfs_digest_equal(&got, d))
-		return imgfs_error_set(err, EIO, "blob %s: digest mismatch: got %s", d->str, got.str);
+		return imgfs_error_set(err, EIO, "blob %s: digest mismatch: got %s", d->str,
+				       got.str);
 	r = blob_stat(s, d, &have, err);
 	if (r < 0)
 		return -1;
 	if (r == 1) {
 		/* Present (verified when it was committed); adopt it if its record is missing. */
 		if (have != len)
-			return imgfs_error_set(err, EIO, "blob %s: store holds %llu bytes, expected %zu", d->str,
-					       (unsigned long long)have, len);
+			return imgfs_error_set(err, EIO,
+					       "blob %s: store holds %llu bytes, expected %zu",
+					       d->str, (unsigned long long)have, len);
 		if (!blob_has_record(s, d))
 			return store_record_blob(s, d, len, media_type, err);
 		return 0;
@@ -222,15 +227,16 @@ static int ingest_open_data(struct imgfs_ingest *w, struct imgfs_error *err)
 	if (ingest_rehash(w, err) < 0)
 		return -1;
 	if (w->offset > w->expected_size) {
-		imgfs_warn("ingest %s: %llu bytes on disk, more than the expected %llu; starting over", w->dir,
-			   (unsigned long long)w->offset, (unsigned long long)w->expected_size);
+		imgfs_warn(
+		    "ingest %s: %llu bytes on disk, more than the expected %llu; starting over",
+		    w->dir, (unsigned long long)w->offset, (unsigned long long)w->expected_size);
 		return ingest_truncate(w, err);
 	}
 	return 0;
 }
 
-int imgfs_ingest_open(struct imgfs_store *s, const struct imgfs_digest *expected, uint64_t expected_size,
-		      struct imgfs_ingest **out, struct imgfs_error *err)
+int imgfs_ingest_open(struct imgfs_store *s, const struct imgfs_digest *expected,
+		      uint64_t expected_size, struct imgfs_ingest **out, struct imgfs_error *err)
 {
 	struct imgfs_ingest *w;
 	uint64_t have;
@@ -246,7 +252,8 @@ int imgfs_ingest_open(struct imgfs_store *s, const struct imgfs_digest *expected
 	w->expected.hex = w->expected.str + (expected->hex - expected->str);
 	w->expected_size = expected_size;
 	w->lockfd = w->datafd = -1;
-	w->dir = imgfs_xasprintf("%s/ingest/%s-%s", s->root, imgfs_digest_alg_name(expected->alg), expected->hex);
+	w->dir = imgfs_xasprintf("%s/ingest/%s-%s", s->root, imgfs_digest_alg_name(expected->alg),
+				 expected->hex);
 	w->lock_path = imgfs_xasprintf("%s/lock", w->dir);
 	w->data_path = imgfs_xasprintf("%s/data", w->dir);
 
@@ -254,7 +261,8 @@ int imgfs_ingest_open(struct imgfs_store *s, const struct imgfs_digest *expected
 		if (mkdir(w->dir, 0700) < 0 && errno != EEXIST) {
 			r = errno;
 			ingest_free(w);
-			return imgfs_error_errno(err, r, "blob %s: create ingest dir", expected->str);
+			return imgfs_error_errno(err, r, "blob %s: create ingest dir",
+						 expected->str);
 		}
 		w->lockfd = store_lock_path(w->lock_path, LOCK_EX, true, err);
 		if (w->lockfd < 0 && err->code != ENOENT) {
@@ -269,8 +277,9 @@ int imgfs_ingest_open(struct imgfs_store *s, const struct imgfs_digest *expected
 	}
 	r = blob_stat(s, expected, &have, err);
 	if (r == 1 && have != expected_size)
-		r = imgfs_error_set(err, EIO, "blob %s: store holds %llu bytes, expected %llu", expected->str,
-				    (unsigned long long)have, (unsigned long long)expected_size);
+		r = imgfs_error_set(err, EIO, "blob %s: store holds %llu bytes, expected %llu",
+				    expected->str, (unsigned long long)have,
+				    (unsigned long long)expected_size);
 	if (r == 1) {
 		ingest_remove(w); /* a stale partial download of content we have */
 		ingest_free(w);
@@ -299,16 +308,18 @@ int imgfs_ingest_write(struct imgfs_ingest *w, const void *buf, size_t len, stru
 	int r;
 
 	if (len > w->expected_size - w->offset)
-		return imgfs_error_set(err, EIO, "blob %s: more data than the expected %llu bytes", w->expected.str,
-				       (unsigned long long)w->expected_size);
+		return imgfs_error_set(err, EIO, "blob %s: more data than the expected %llu bytes",
+				       w->expected.str, (unsigned long long)w->expected_size);
 	if (lseek(w->datafd, (off_t)w->offset, SEEK_SET) < 0)
-		return imgfs_error_errno(err, errno, "blob %s: seek %s", w->expected.str, w->data_path);
+		return imgfs_error_errno(err, errno, "blob %s: seek %s", w->expected.str,
+					 w->data_path);
 	r = imgfs_write_all(w->datafd, buf, len);
 	if (r < 0) {
 		/* Keep the file consistent with the hash state. */
 		if (ftruncate(w->datafd, (off_t)w->offset) < 0)
 			imgfs_warn("truncate %s: %s", w->data_path, strerror(errno));
-		return imgfs_error_errno(err, -r, "blob %s: write %s", w->expected.str, w->data_path);
+		return imgfs_error_errno(err, -r, "blob %s: write %s", w->expected.str,
+					 w->data_path);
 	}
 	imgfs_hasher_update(w->h, buf, len);
 	w->offset += len;
@@ -328,7 +339,8 @@ static int ingest_verify(struct imgfs_ingest *w, struct imgfs_error *err)
 
 	if (w->offset != w->expected_size)
 		/* Short: keep the data, a later open resumes from it. */
-		return imgfs_error_set(err, EIO, "blob %s: size mismatch: got %llu bytes, expected %llu",
+		return imgfs_error_set(err, EIO,
+				       "blob %s: size mismatch: got %llu bytes, expected %llu",
 				       w->expected.str, (unsigned long long)w->offset,
 				       (unsigned long long)w->expected_size);
 	imgfs_hasher_final(w->h, &got);
@@ -336,7 +348,8 @@ static int ingest_verify(struct imgfs_ingest *w, struct imgfs_error *err)
 	w->h = NULL;
 	if (!imgfs_digest_equal(&got, &w->expected)) {
 		unlink(w->data_path);
-		return imgfs_error_set(err, EIO, "blob %s: digest mismatch: got %s", w->expected.str, got.str);
+		return imgfs_error_set(err, EIO, "blob %s: digest mismatch: got %s",
+				       w->expected.str, got.str);
 	}
 	return 0;
 }
@@ -346,7 +359,8 @@ int imgfs_ingest_commit(struct imgfs_ingest *w, const char *media_type, struct i
 	int r = ingest_verify(w, err);
 
 	if (r == 0 && (fsync(w->datafd) < 0 || fchmod(w->datafd, 0444) < 0))
-		r = imgfs_error_errno(err, errno, "blob %s: fsync %s", w->expected.str, w->data_path);
+		r = imgfs_error_errno(err, errno, "blob %s: fsync %s", w->expected.str,
+				      w->data_path);
 	if (r == 0)
 		r = blob_install(w->s, w->data_path, &w->expected, err);
 	if (r == 0)

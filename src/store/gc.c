@@ -42,7 +42,8 @@ static int cmp_str(const void *a, const void *b)
 
 static void set_seal(struct strset *s)
 {
-	qsort(s->v, s->n, sizeof(*s->v), cmp_str);
+	if (s->n)
+		qsort(s->v, s->n, sizeof(*s->v), cmp_str);
 }
 
 static bool set_has(const struct strset *s, const char *str)
@@ -67,7 +68,8 @@ struct gc {
 	struct imgfs_gc_report *rep;
 };
 
-static void report(struct gc *g, uint64_t bytes, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void report(struct gc *g, uint64_t bytes, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static void report(struct gc *g, uint64_t bytes, const char *fmt, ...)
 {
 	char what[512];
@@ -96,7 +98,8 @@ static void mark_image(struct gc *g, json_t *rec)
 	mark_desc(g, json_object_get(rec, "target"));
 	mark_desc(g, json_object_get(rec, "index"));
 	mark_desc(g, json_object_get(rec, "config"));
-	json_array_foreach(layers, i, l) {
+	json_array_foreach(layers, i, l)
+	{
 		mark_desc(g, l);
 		c = json_object_get(l, "chainID");
 		if (json_is_string(c))
@@ -105,8 +108,9 @@ static void mark_image(struct gc *g, json_t *rec)
 }
 
 /* Walk a cursor over dbi calling fn(key, value-json). */
-static int each_record(struct imgfs_store *s, MDB_txn *txn, MDB_dbi dbi, void (*fn)(void *, const char *, json_t *),
-		       void *ctx, struct imgfs_error *err)
+static int each_record(struct imgfs_store *s, MDB_txn *txn, MDB_dbi dbi,
+		       void (*fn)(void *, const char *, json_t *), void *ctx,
+		       struct imgfs_error *err)
 {
 	MDB_cursor *cur;
 	MDB_val k, v;
@@ -116,7 +120,8 @@ static int each_record(struct imgfs_store *s, MDB_txn *txn, MDB_dbi dbi, void (*
 		return store_mdb_error(err, rc, "gc: open cursor");
 	while ((rc = mdb_cursor_get(cur, &k, &v, op)) == 0) {
 		_cleanup_free_ char *key = strndup(k.mv_data, k.mv_size);
-		_cleanup_json_ json_t *val = json_loadb(v.mv_data, v.mv_size, JSON_DECODE_ANY, NULL);
+		_cleanup_json_ json_t *val =
+		    json_loadb(v.mv_data, v.mv_size, JSON_DECODE_ANY, NULL);
 		op = MDB_NEXT;
 		if (key)
 			fn(ctx, key, val);
@@ -176,7 +181,8 @@ static void mark_parents(struct gc *g, struct snapinfo *si)
 
 /* Delete unreferenced records (blobs and snapshots) in one transaction and
  * the snapshot dirs of deleted snapshot records. */
-static int sweep_records(struct gc *g, struct snapinfo *si, struct strset *blob_keys, struct imgfs_error *err)
+static int sweep_records(struct gc *g, struct snapinfo *si, struct strset *blob_keys,
+			 struct imgfs_error *err)
 {
 	struct imgfs_store *s = g->s;
 	_cleanup_txn_ MDB_txn *txn = NULL;
@@ -188,7 +194,8 @@ static int sweep_records(struct gc *g, struct snapinfo *si, struct strset *blob_
 		    store_del(txn, s->db_blobs, blob_keys->v[i], err) < 0)
 			return -1;
 	for (size_t i = 0; i < si->keys.n; i++)
-		if (!set_has(&g->chains, si->keys.v[i]) && store_del(txn, s->db_snapshots, si->keys.v[i], err) < 0)
+		if (!set_has(&g->chains, si->keys.v[i]) &&
+		    store_del(txn, s->db_snapshots, si->keys.v[i], err) < 0)
 			return -1;
 	return store_txn_commit(&txn, err);
 }
@@ -198,7 +205,8 @@ static void blob_key_cb(void *ctx, const char *key, json_t *rec)
 	set_add(ctx, key);
 }
 
-static int gc_mark(struct gc *g, struct snapinfo *si, struct strset *blob_keys, struct imgfs_error *err)
+static int gc_mark(struct gc *g, struct snapinfo *si, struct strset *blob_keys,
+		   struct imgfs_error *err)
 {
 	_cleanup_txn_ MDB_txn *txn = NULL;
 
@@ -215,14 +223,16 @@ static int gc_mark(struct gc *g, struct snapinfo *si, struct strset *blob_keys, 
 
 static void sweep_blob_dir(struct gc *g, enum imgfs_digest_alg alg)
 {
-	_cleanup_free_ char *dir = imgfs_xasprintf("%s/blobs/%s", g->s->root, imgfs_digest_alg_name(alg));
+	_cleanup_free_ char *dir =
+	    imgfs_xasprintf("%s/blobs/%s", g->s->root, imgfs_digest_alg_name(alg));
 	DIR *d = opendir(dir);
 	struct dirent *de;
 
 	if (!d)
 		return;
 	while ((de = readdir(d))) {
-		_cleanup_free_ char *ds = imgfs_xasprintf("%s:%s", imgfs_digest_alg_name(alg), de->d_name);
+		_cleanup_free_ char *ds =
+		    imgfs_xasprintf("%s:%s", imgfs_digest_alg_name(alg), de->d_name);
 		struct imgfs_digest dg;
 		struct imgfs_error e;
 		struct stat st;
@@ -233,7 +243,8 @@ static void sweep_blob_dir(struct gc *g, enum imgfs_digest_alg alg)
 			imgfs_warn("gc: %s/%s is not a blob; left alone", dir, de->d_name);
 			continue;
 		}
-		if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
+		if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+		    !S_ISREG(st.st_mode))
 			continue;
 		if (unlinkat(dirfd(d), de->d_name, 0) < 0) {
 			imgfs_warn("gc: remove blob %s: %s", ds, strerror(errno));
@@ -250,8 +261,8 @@ static void sweep_blob_dir(struct gc *g, enum imgfs_digest_alg alg)
  * true if nobody holds it. */
 static bool unused(int dirfd, const char *name, bool is_dir)
 {
-	_cleanup_close_ int fd = openat(dirfd, name,
-					(is_dir ? O_RDONLY | O_DIRECTORY : O_RDWR) | O_CLOEXEC | O_NOFOLLOW);
+	_cleanup_close_ int fd = openat(
+	    dirfd, name, (is_dir ? O_RDONLY | O_DIRECTORY : O_RDWR) | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0)
 		return errno == ENOENT;
 	return flock(fd, LOCK_EX | LOCK_NB) == 0; /* released when fd closes, after removal */
@@ -353,8 +364,8 @@ static void sweep_ingest(struct gc *g)
 	closedir(d);
 }
 
-int imgfs_store_gc(struct imgfs_store *s, void (*fn)(void *ctx, const char *what, uint64_t bytes), void *ctx,
-		   struct imgfs_gc_report *rep, struct imgfs_error *err)
+int imgfs_store_gc(struct imgfs_store *s, void (*fn)(void *ctx, const char *what, uint64_t bytes),
+		   void *ctx, struct imgfs_gc_report *rep, struct imgfs_error *err)
 {
 	struct imgfs_gc_report local = {0};
 	struct gc g = {.s = s, .fn = fn, .ctx = ctx, .rep = rep ? rep : &local};

@@ -67,13 +67,15 @@ static int key_of(const char *key, MDB_val *k, struct imgfs_error *err)
 	size_t n = strlen(key);
 	/* LMDB's default maximum key size. */
 	if (n == 0 || n > 511)
-		return imgfs_error_set(err, EINVAL, "metadata key \"%.60s\": length %zu outside 1..511", key, n);
+		return imgfs_error_set(err, EINVAL,
+				       "metadata key \"%.60s\": length %zu outside 1..511", key, n);
 	k->mv_data = (void *)key;
 	k->mv_size = n;
 	return 0;
 }
 
-int store_get_json(MDB_txn *txn, MDB_dbi dbi, const char *key, json_t **out, struct imgfs_error *err)
+int store_get_json(MDB_txn *txn, MDB_dbi dbi, const char *key, json_t **out,
+		   struct imgfs_error *err)
 {
 	MDB_val k, v;
 	json_error_t je;
@@ -123,15 +125,17 @@ int store_del(MDB_txn *txn, MDB_dbi dbi, const char *key, struct imgfs_error *er
 	return 0;
 }
 
-int store_record_blob(struct imgfs_store *s, const struct imgfs_digest *d, uint64_t size, const char *media_type,
-		      struct imgfs_error *err)
+int store_record_blob(struct imgfs_store *s, const struct imgfs_digest *d, uint64_t size,
+		      const char *media_type, struct imgfs_error *err)
 {
 	_cleanup_txn_ MDB_txn *txn = NULL;
-	_cleanup_json_ json_t *rec = json_pack("{s:I,s:s?}", "size", (json_int_t)size, "mediaType", media_type);
+	_cleanup_json_ json_t *rec =
+	    json_pack("{s:I,s:s?}", "size", (json_int_t)size, "mediaType", media_type);
 
 	if (!rec)
 		return imgfs_error_set(err, ENOMEM, "blob %s: build record", d->str);
-	if (store_txn_begin(s, true, &txn, err) < 0 || store_put_json(txn, s->db_blobs, d->str, rec, err) < 0 ||
+	if (store_txn_begin(s, true, &txn, err) < 0 ||
+	    store_put_json(txn, s->db_blobs, d->str, rec, err) < 0 ||
 	    store_txn_commit(&txn, err) < 0)
 		return imgfs_error_wrap(err, "blob %s", d->str);
 	return 0;
@@ -172,12 +176,14 @@ static int meta_init_schema(struct imgfs_store *s, struct imgfs_error *err)
 	    info_get_int(txn, s->db_info, "next_snapshot_id", &next, &have_next, err) < 0)
 		return imgfs_error_wrap(err, "store %s", s->root);
 	if (have_ver && ver > IMGFS_STORE_SCHEMA_VERSION)
-		return imgfs_error_set(err, ENOTSUP,
-				       "store %s has schema version %lld, newer than this program's %d; "
-				       "use a newer imgfs",
-				       s->root, (long long)ver, IMGFS_STORE_SCHEMA_VERSION);
+		return imgfs_error_set(
+		    err, ENOTSUP,
+		    "store %s has schema version %lld, newer than this program's %d; "
+		    "use a newer imgfs",
+		    s->root, (long long)ver, IMGFS_STORE_SCHEMA_VERSION);
 	if (have_ver && ver < 1)
-		return imgfs_error_set(err, EIO, "store %s: invalid schema version %lld", s->root, (long long)ver);
+		return imgfs_error_set(err, EIO, "store %s: invalid schema version %lld", s->root,
+				       (long long)ver);
 	if (!have_ver) {
 		_cleanup_json_ json_t *v = json_integer(IMGFS_STORE_SCHEMA_VERSION);
 		if (store_put_json(txn, s->db_info, "schema", v, err) < 0)
@@ -198,7 +204,8 @@ int store_meta_open(struct imgfs_store *s, struct imgfs_error *err)
 
 	if ((rc = mdb_env_create(&s->env)))
 		return store_mdb_error(err, rc, "store %s: create LMDB environment", s->root);
-	if ((rc = mdb_env_set_maxdbs(s->env, 8)) || (rc = mdb_env_set_mapsize(s->env, STORE_MAPSIZE)) ||
+	if ((rc = mdb_env_set_maxdbs(s->env, 8)) ||
+	    (rc = mdb_env_set_mapsize(s->env, STORE_MAPSIZE)) ||
 	    (rc = mdb_env_set_maxreaders(s->env, STORE_MAXREADERS))) {
 		store_meta_close(s);
 		return store_mdb_error(err, rc, "store %s: configure LMDB", s->root);
@@ -228,19 +235,22 @@ void store_meta_close(struct imgfs_store *s)
 
 /* ---- images --------------------------------------------------------------- */
 
-int imgfs_store_put_image(struct imgfs_store *s, const char *name, json_t *rec, struct imgfs_error *err)
+int imgfs_store_put_image(struct imgfs_store *s, const char *name, json_t *rec,
+			  struct imgfs_error *err)
 {
 	_cleanup_txn_ MDB_txn *txn = NULL;
 
 	if (!json_is_object(rec))
 		return imgfs_error_set(err, EINVAL, "image %s: record is not a JSON object", name);
-	if (store_txn_begin(s, true, &txn, err) < 0 || store_put_json(txn, s->db_images, name, rec, err) < 0 ||
+	if (store_txn_begin(s, true, &txn, err) < 0 ||
+	    store_put_json(txn, s->db_images, name, rec, err) < 0 ||
 	    store_txn_commit(&txn, err) < 0)
 		return imgfs_error_wrap(err, "store image %s", name);
 	return 0;
 }
 
-int imgfs_store_get_image(struct imgfs_store *s, const char *name, json_t **rec, struct imgfs_error *err)
+int imgfs_store_get_image(struct imgfs_store *s, const char *name, json_t **rec,
+			  struct imgfs_error *err)
 {
 	_cleanup_txn_ MDB_txn *txn = NULL;
 
@@ -272,8 +282,9 @@ int imgfs_store_delete_image(struct imgfs_store *s, const char *name, struct img
 	return store_txn_commit(&txn, err) < 0 ? imgfs_error_wrap(err, "delete image %s", name) : 0;
 }
 
-int imgfs_store_list_images(struct imgfs_store *s, int (*fn)(void *ctx, const char *name, json_t *rec),
-			    void *ctx, struct imgfs_error *err)
+int imgfs_store_list_images(struct imgfs_store *s,
+			    int (*fn)(void *ctx, const char *name, json_t *rec), void *ctx,
+			    struct imgfs_error *err)
 {
 	_cleanup_txn_ MDB_txn *txn = NULL;
 	MDB_cursor *cur = NULL;

@@ -43,8 +43,9 @@ static int check_depth(const char *buf, size_t len, struct imgfs_error *err)
 			in_str = true;
 		} else if (c == '{' || c == '[') {
 			if (++depth > OCI_MAX_DEPTH)
-				return imgfs_error_set(err, EIO, "malformed JSON: nested deeper than %d levels",
-						       OCI_MAX_DEPTH);
+				return imgfs_error_set(
+				    err, EIO, "malformed JSON: nested deeper than %d levels",
+				    OCI_MAX_DEPTH);
 		} else if (c == '}' || c == ']') {
 			depth--;
 		}
@@ -60,14 +61,15 @@ static int load_doc(const char *buf, size_t len, size_t max, json_t **out, struc
 	if (len == 0)
 		return imgfs_error_set(err, EIO, "malformed JSON: empty document");
 	if (len > max)
-		return imgfs_error_set(err, EIO, "document of %zu bytes exceeds the limit of %zu", len, max);
+		return imgfs_error_set(err, EIO, "document of %zu bytes exceeds the limit of %zu",
+				       len, max);
 	if (check_depth(buf, len, err) < 0)
 		return -1;
 	/* Without JSON_DISABLE_EOF_CHECK jansson refuses trailing non-space bytes. */
 	j = json_loadb(buf, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
 	if (!j)
-		return imgfs_error_set(err, EIO, "malformed JSON at line %d column %d: %s", je.line, je.column,
-				       je.text);
+		return imgfs_error_set(err, EIO, "malformed JSON at line %d column %d: %s", je.line,
+				       je.column, je.text);
 	if (!json_is_object(j)) {
 		json_decref(j);
 		return imgfs_error_set(err, EIO, "document is not a JSON object");
@@ -77,7 +79,8 @@ static int load_doc(const char *buf, size_t len, size_t max, json_t **out, struc
 }
 
 /* Optional string member: NULL when absent, -1 when present but not a string. */
-static int opt_string(json_t *obj, const char *key, const char **out, const char *what, struct imgfs_error *err)
+static int opt_string(json_t *obj, const char *key, const char **out, const char *what,
+		      struct imgfs_error *err)
 {
 	json_t *v = json_object_get(obj, key);
 	*out = NULL;
@@ -130,10 +133,10 @@ static bool is_config_type(const char *mt)
 }
 
 static const char *const layer_types[] = {
-	"application/vnd.oci.image.layer.v1.tar",
-	"application/vnd.oci.image.layer.v1.tar+gzip",
-	"application/vnd.oci.image.layer.v1.tar+zstd",
-	"application/vnd.docker.image.rootfs.diff.tar.gzip",
+    "application/vnd.oci.image.layer.v1.tar",
+    "application/vnd.oci.image.layer.v1.tar+gzip",
+    "application/vnd.oci.image.layer.v1.tar+zstd",
+    "application/vnd.docker.image.rootfs.diff.tar.gzip",
 };
 
 static bool is_layer_type(const char *mt)
@@ -198,8 +201,8 @@ static int kind_of_type(const char *mt)
 	return is_index_type(mt) ? IMGFS_DOC_INDEX : is_manifest_type(mt) ? IMGFS_DOC_MANIFEST : 0;
 }
 
-int imgfs_oci_classify(const char *buf, size_t len, const char *content_type, enum imgfs_doc_kind *kind,
-		       char **media_type, struct imgfs_error *err)
+int imgfs_oci_classify(const char *buf, size_t len, const char *content_type,
+		       enum imgfs_doc_kind *kind, char **media_type, struct imgfs_error *err)
 {
 	_cleanup_json_ json_t *root = NULL;
 	char ct[256];
@@ -208,7 +211,8 @@ int imgfs_oci_classify(const char *buf, size_t len, const char *content_type, en
 
 	content_type_base(content_type, ct, sizeof(ct));
 	if (is_schema1_type(ct))
-		return imgfs_error_set(err, ENOTSUP, "schema1 manifests are not supported (Content-Type %s)", ct);
+		return imgfs_error_set(err, ENOTSUP,
+				       "schema1 manifests are not supported (Content-Type %s)", ct);
 	if (load_doc(buf, len, IMGFS_MAX_MANIFEST_SIZE, &root, err) < 0)
 		return -1;
 	if (opt_string(root, "mediaType", &body_mt, "document", err) < 0)
@@ -217,24 +221,28 @@ int imgfs_oci_classify(const char *buf, size_t len, const char *content_type, en
 		return imgfs_error_set(err, ENOTSUP, "schema1 manifests are not supported");
 	shape = shape_kind(root);
 	if (shape < 0)
-		return imgfs_error_set(err, EIO,
-				       "ambiguous document: it has both \"manifests\" and \"layers\"/\"config\"");
+		return imgfs_error_set(
+		    err, EIO,
+		    "ambiguous document: it has both \"manifests\" and \"layers\"/\"config\"");
 	ct_kind = kind_of_type(ct);
 	if (body_mt && !kind_of_type(body_mt))
 		return imgfs_error_set(err, ENOTSUP, "unsupported media type %s", body_mt);
 	/* A generic Content-Type (application/json, octet-stream) says nothing. */
 	if (body_mt && ct_kind && strcmp(body_mt, ct))
-		return imgfs_error_set(err, EIO, "document mediaType %s contradicts Content-Type %s", body_mt, ct);
+		return imgfs_error_set(
+		    err, EIO, "document mediaType %s contradicts Content-Type %s", body_mt, ct);
 	mt = body_mt ? body_mt : ct_kind ? ct : NULL;
 	if (!mt && !shape)
-		return imgfs_error_set(err, EIO, "unknown document type: no mediaType and neither \"manifests\" "
-						 "nor \"layers\"");
+		return imgfs_error_set(
+		    err, EIO,
+		    "unknown document type: no mediaType and neither \"manifests\" "
+		    "nor \"layers\"");
 	if (!mt)
 		mt = shape == IMGFS_DOC_INDEX ? IMGFS_MT_OCI_INDEX : IMGFS_MT_OCI_MANIFEST;
 	k = kind_of_type(mt);
 	if (shape && shape != k)
-		return imgfs_error_set(err, EIO, "expected %s but found %s (mediaType %s)", kind_name(k),
-				       kind_name(shape), mt);
+		return imgfs_error_set(err, EIO, "expected %s but found %s (mediaType %s)",
+				       kind_name(k), kind_name(shape), mt);
 	*kind = (enum imgfs_doc_kind)k;
 	*media_type = imgfs_xstrdup(mt);
 	return 0;
@@ -278,8 +286,8 @@ static void normalise_arch(struct imgfs_platform *p)
 	static const struct {
 		const char *from, *to, *variant;
 	} map[] = {
-		{"x86_64", "amd64", NULL}, {"x86-64", "amd64", NULL}, {"aarch64", "arm64", NULL},
-		{"i386", "386", NULL},     {"armhf", "arm", "v7"},    {"armel", "arm", "v6"},
+	    {"x86_64", "amd64", NULL}, {"x86-64", "amd64", NULL}, {"aarch64", "arm64", NULL},
+	    {"i386", "386", NULL},     {"armhf", "arm", "v7"},	  {"armel", "arm", "v6"},
 	};
 	for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
 		if (strcmp(p->architecture, map[i].from))
@@ -292,18 +300,21 @@ static void normalise_arch(struct imgfs_platform *p)
 	}
 }
 
-static int parse_platform(json_t *pj, struct imgfs_platform *p, const char *what, struct imgfs_error *err)
+static int parse_platform(json_t *pj, struct imgfs_platform *p, const char *what,
+			  struct imgfs_error *err)
 {
 	const char *os, *arch, *variant, *osv;
 
 	if (!json_is_object(pj))
 		return imgfs_error_set(err, EIO, "%s: \"platform\" must be an object", what);
-	if (opt_string(pj, "os", &os, what, err) < 0 || opt_string(pj, "architecture", &arch, what, err) < 0 ||
+	if (opt_string(pj, "os", &os, what, err) < 0 ||
+	    opt_string(pj, "architecture", &arch, what, err) < 0 ||
 	    opt_string(pj, "variant", &variant, what, err) < 0 ||
 	    opt_string(pj, "os.version", &osv, what, err) < 0)
 		return -1;
 	if (!os || !arch || !*os || !*arch)
-		return imgfs_error_set(err, EIO, "%s: platform needs \"os\" and \"architecture\"", what);
+		return imgfs_error_set(err, EIO, "%s: platform needs \"os\" and \"architecture\"",
+				       what);
 	p->os = imgfs_xstrdup(os);
 	p->architecture = imgfs_xstrdup(arch);
 	p->variant = variant && *variant ? imgfs_xstrdup(variant) : NULL;
@@ -318,12 +329,14 @@ static int parse_size(json_t *v, uint64_t *out, const char *what, struct imgfs_e
 		return imgfs_error_set(err, EIO, "%s: missing \"size\"", what);
 	/* jansson refuses integers beyond int64 at parse time, so a json integer fits. */
 	if (!json_is_integer(v) || json_integer_value(v) < 0)
-		return imgfs_error_set(err, EIO, "%s: \"size\" must be a non-negative integer", what);
+		return imgfs_error_set(err, EIO, "%s: \"size\" must be a non-negative integer",
+				       what);
 	*out = (uint64_t)json_integer_value(v);
 	return 0;
 }
 
-static int parse_annotations(json_t *dj, struct imgfs_descriptor *d, const char *what, struct imgfs_error *err)
+static int parse_annotations(json_t *dj, struct imgfs_descriptor *d, const char *what,
+			     struct imgfs_error *err)
 {
 	json_t *ann = json_object_get(dj, "annotations");
 	const char *ref, *type;
@@ -341,15 +354,16 @@ static int parse_annotations(json_t *dj, struct imgfs_descriptor *d, const char 
 }
 
 /* Parse dj into d (zeroed by the caller); with_platform for index entries. */
-static int parse_descriptor(json_t *dj, struct imgfs_descriptor *d, bool with_platform, const char *what,
-			    struct imgfs_error *err)
+static int parse_descriptor(json_t *dj, struct imgfs_descriptor *d, bool with_platform,
+			    const char *what, struct imgfs_error *err)
 {
 	const char *mt, *dg;
 	json_t *pj;
 
 	if (!json_is_object(dj))
 		return imgfs_error_set(err, EIO, "%s: descriptor must be an object", what);
-	if (opt_string(dj, "mediaType", &mt, what, err) < 0 || opt_string(dj, "digest", &dg, what, err) < 0)
+	if (opt_string(dj, "mediaType", &mt, what, err) < 0 ||
+	    opt_string(dj, "digest", &dg, what, err) < 0)
 		return -1;
 	if (!mt)
 		return imgfs_error_set(err, EIO, "%s: missing \"mediaType\"", what);
@@ -384,7 +398,8 @@ void imgfs_index_free(struct imgfs_index *idx)
 	free(idx);
 }
 
-int imgfs_oci_parse_index(const char *buf, size_t len, struct imgfs_index **out, struct imgfs_error *err)
+int imgfs_oci_parse_index(const char *buf, size_t len, struct imgfs_index **out,
+			  struct imgfs_error *err)
 {
 	_cleanup_json_ json_t *root = NULL;
 	struct imgfs_index *idx;
@@ -398,11 +413,14 @@ int imgfs_oci_parse_index(const char *buf, size_t len, struct imgfs_index **out,
 	if (mt && is_schema1_type(mt))
 		return imgfs_error_set(err, ENOTSUP, "index: schema1 manifests are not supported");
 	if (mt && !is_index_type(mt))
-		return imgfs_error_set(err, EIO, "index: expected index but found mediaType %s", mt);
+		return imgfs_error_set(err, EIO, "index: expected index but found mediaType %s",
+				       mt);
 	if (shape_kind(root) != IMGFS_DOC_INDEX)
-		return imgfs_error_set(err, EIO, shape_kind(root) < 0 ? "index: ambiguous document: it has both "
-									"\"manifests\" and \"layers\"/\"config\""
-								      : "index: missing \"manifests\"");
+		return imgfs_error_set(err, EIO,
+				       shape_kind(root) < 0
+					   ? "index: ambiguous document: it has both "
+					     "\"manifests\" and \"layers\"/\"config\""
+					   : "index: missing \"manifests\"");
 	if (check_schema_version(root, err) < 0)
 		return imgfs_error_wrap(err, "index");
 	arr = json_object_get(root, "manifests");
@@ -421,7 +439,8 @@ int imgfs_oci_parse_index(const char *buf, size_t len, struct imgfs_index **out,
 		char what[64];
 		snprintf(what, sizeof(what), "index: manifests[%zu]", i);
 		idx->n_manifests = i + 1;
-		if (parse_descriptor(json_array_get(arr, i), &idx->manifests[i], true, what, err) < 0) {
+		if (parse_descriptor(json_array_get(arr, i), &idx->manifests[i], true, what, err) <
+		    0) {
 			imgfs_index_free(idx);
 			return -1;
 		}
@@ -449,10 +468,11 @@ static int check_layer_type(const struct imgfs_descriptor *d, size_t i, struct i
 	if (is_layer_type(d->media_type))
 		return 0;
 	if (is_foreign_type(d->media_type))
-		return imgfs_error_set(err, ENOTSUP, "manifest: layer %zu (%s): foreign layers are not supported", i,
-				       d->media_type);
-	return imgfs_error_set(err, ENOTSUP, "manifest: layer %zu: unsupported layer media type %s", i,
-			       d->media_type);
+		return imgfs_error_set(err, ENOTSUP,
+				       "manifest: layer %zu (%s): foreign layers are not supported",
+				       i, d->media_type);
+	return imgfs_error_set(err, ENOTSUP, "manifest: layer %zu: unsupported layer media type %s",
+			       i, d->media_type);
 }
 
 static int manifest_head(json_t *root, const char **mt, struct imgfs_error *err)
@@ -460,14 +480,18 @@ static int manifest_head(json_t *root, const char **mt, struct imgfs_error *err)
 	if (opt_string(root, "mediaType", mt, "manifest", err) < 0)
 		return -1;
 	if (*mt && is_schema1_type(*mt))
-		return imgfs_error_set(err, ENOTSUP, "manifest: schema1 manifests are not supported");
+		return imgfs_error_set(err, ENOTSUP,
+				       "manifest: schema1 manifests are not supported");
 	if (*mt && is_index_type(*mt))
-		return imgfs_error_set(err, EIO, "manifest: expected manifest but found index (%s)", *mt);
+		return imgfs_error_set(err, EIO, "manifest: expected manifest but found index (%s)",
+				       *mt);
 	if (*mt && !is_manifest_type(*mt))
 		return imgfs_error_set(err, ENOTSUP, "manifest: unsupported media type %s", *mt);
 	if (shape_kind(root) < 0)
-		return imgfs_error_set(err, EIO, "manifest: ambiguous document: it has both \"manifests\" and "
-						 "\"layers\"/\"config\"");
+		return imgfs_error_set(
+		    err, EIO,
+		    "manifest: ambiguous document: it has both \"manifests\" and "
+		    "\"layers\"/\"config\"");
 	if (check_schema_version(root, err) < 0)
 		return imgfs_error_wrap(err, "manifest");
 	return 0;
@@ -489,7 +513,8 @@ static int manifest_config(json_t *root, struct imgfs_manifest *m, struct imgfs_
 	return 0;
 }
 
-int imgfs_oci_parse_manifest(const char *buf, size_t len, struct imgfs_manifest **out, struct imgfs_error *err)
+int imgfs_oci_parse_manifest(const char *buf, size_t len, struct imgfs_manifest **out,
+			     struct imgfs_error *err)
 {
 	_cleanup_json_ json_t *root = NULL;
 	struct imgfs_manifest *m;
@@ -554,7 +579,8 @@ static int config_rootfs(json_t *root, struct imgfs_config *c, struct imgfs_erro
 	if (opt_string(rootfs, "type", &type, "config: rootfs", err) < 0)
 		return -1;
 	if (!type || strcmp(type, "layers"))
-		return imgfs_error_set(err, EIO, "config: rootfs.type is \"%s\", expected \"layers\"",
+		return imgfs_error_set(err, EIO,
+				       "config: rootfs.type is \"%s\", expected \"layers\"",
 				       type ? type : "(missing)");
 	ids = json_object_get(rootfs, "diff_ids");
 	if (!json_is_array(ids))
@@ -563,9 +589,11 @@ static int config_rootfs(json_t *root, struct imgfs_config *c, struct imgfs_erro
 	if (imgfs_mul_overflow(n ? n : 1, sizeof(struct imgfs_digest), &bytes) ||
 	    !(c->diff_ids = calloc(1, bytes)))
 		return imgfs_error_set(err, ENOMEM, "config: out of memory for %zu diff_ids", n);
-	json_array_foreach(ids, i, v) {
+	json_array_foreach(ids, i, v)
+	{
 		if (!json_is_string(v))
-			return imgfs_error_set(err, EIO, "config: rootfs.diff_ids[%zu] must be a string", i);
+			return imgfs_error_set(err, EIO,
+					       "config: rootfs.diff_ids[%zu] must be a string", i);
 		if (imgfs_digest_parse(&c->diff_ids[i], json_string_value(v), err) < 0)
 			return imgfs_error_wrap(err, "config: rootfs.diff_ids[%zu]", i);
 		c->n_diff_ids = i + 1;
@@ -573,7 +601,8 @@ static int config_rootfs(json_t *root, struct imgfs_config *c, struct imgfs_erro
 	return 0;
 }
 
-int imgfs_oci_parse_config(const char *buf, size_t len, struct imgfs_config **out, struct imgfs_error *err)
+int imgfs_oci_parse_config(const char *buf, size_t len, struct imgfs_config **out,
+			   struct imgfs_error *err)
 {
 	_cleanup_json_ json_t *root = NULL;
 	struct imgfs_config *c;

@@ -15,10 +15,11 @@
 #include <sys/stat.h>
 #include <time.h>
 
-int imgfs_store_snapshot_lock(struct imgfs_store *s, const struct imgfs_digest *chain_id, int *lockfd,
-			      struct imgfs_error *err)
+int imgfs_store_snapshot_lock(struct imgfs_store *s, const struct imgfs_digest *chain_id,
+			      int *lockfd, struct imgfs_error *err)
 {
-	_cleanup_free_ char *path = imgfs_xasprintf("%s/locks/chain-%s.lock", s->root, chain_id->hex);
+	_cleanup_free_ char *path =
+	    imgfs_xasprintf("%s/locks/chain-%s.lock", s->root, chain_id->hex);
 	int fd = store_lock_path(path, LOCK_EX, false, err);
 
 	if (fd < 0)
@@ -60,14 +61,17 @@ int imgfs_store_snapshot_dir(struct imgfs_store *s, const struct imgfs_digest *c
 		return -1;
 	if (store_get_json(txn, s->db_snapshots, chain_id->str, &rec, err) < 0) {
 		if (err->code == ENOENT)
-			return imgfs_error_set(err, ENOENT, "snapshot %s: not in store", chain_id->str);
+			return imgfs_error_set(err, ENOENT, "snapshot %s: not in store",
+					       chain_id->str);
 		return imgfs_error_wrap(err, "snapshot %s", chain_id->str);
 	}
 	if (record_id(rec, &id) < 0)
-		return imgfs_error_set(err, EIO, "snapshot %s: record has no valid id", chain_id->str);
+		return imgfs_error_set(err, EIO, "snapshot %s: record has no valid id",
+				       chain_id->str);
 	path = snapshot_fs_dir(s, id);
 	if (lstat(path, &st) < 0 || !S_ISDIR(st.st_mode))
-		return imgfs_error_set(err, ENOENT, "snapshot %s: recorded as %lld but %s is missing",
+		return imgfs_error_set(err, ENOENT,
+				       "snapshot %s: recorded as %lld but %s is missing",
 				       chain_id->str, (long long)id, path);
 	*dir = steal_pointer(&path);
 	return 0;
@@ -164,7 +168,8 @@ void imgfs_store_snapshot_discard(struct imgfs_store *s, const char *dir)
 	int r;
 
 	if (!tmp) {
-		imgfs_warn("snapshot discard: %s is not a prepared snapshot directory; left alone", dir);
+		imgfs_warn("snapshot discard: %s is not a prepared snapshot directory; left alone",
+			   dir);
 		return;
 	}
 	r = imgfs_rm_rf(tmp);
@@ -173,12 +178,12 @@ void imgfs_store_snapshot_discard(struct imgfs_store *s, const char *dir)
 	tmp_release(s, tmp);
 }
 
-static json_t *snapshot_record(json_int_t id, const struct imgfs_digest *parent, const struct imgfs_digest *diff_id,
-			       uint64_t size)
+static json_t *snapshot_record(json_int_t id, const struct imgfs_digest *parent,
+			       const struct imgfs_digest *diff_id, uint64_t size)
 {
-	return json_pack("{s:I,s:s?,s:s?,s:I,s:I}", "id", id, "parent", parent ? parent->str : NULL, "diffID",
-			 diff_id ? diff_id->str : NULL, "size", (json_int_t)size, "created",
-			 (json_int_t)time(NULL));
+	return json_pack("{s:I,s:s?,s:s?,s:I,s:I}", "id", id, "parent", parent ? parent->str : NULL,
+			 "diffID", diff_id ? diff_id->str : NULL, "size", (json_int_t)size,
+			 "created", (json_int_t)time(NULL));
 }
 
 /* Rename tmp to snapshots/<id>, skipping ids whose directory exists (left by
@@ -187,7 +192,8 @@ static int rename_to_id(struct imgfs_store *s, const char *tmp, json_int_t *id, 
 			struct imgfs_error *err)
 {
 	for (int tries = 0; tries < 1000; tries++, (*id)++) {
-		_cleanup_free_ char *path = imgfs_xasprintf("%s/snapshots/%lld", s->root, (long long)*id);
+		_cleanup_free_ char *path =
+		    imgfs_xasprintf("%s/snapshots/%lld", s->root, (long long)*id);
 		if (renameat2(AT_FDCWD, tmp, AT_FDCWD, path, RENAME_NOREPLACE) == 0) {
 			*final = steal_pointer(&path);
 			return 0;
@@ -230,17 +236,19 @@ static int commit_txn(struct imgfs_store *s, MDB_txn **txn, const char *tmp,
 	if (r < 0) {
 		/* All or nothing: put the directory back where it was. */
 		if (rename(final, tmp) < 0)
-			imgfs_warn("snapshot %s: undo rename %s: %s (gc will remove it)", chain_id->str, final,
-				   strerror(errno));
+			imgfs_warn("snapshot %s: undo rename %s: %s (gc will remove it)",
+				   chain_id->str, final, strerror(errno));
 		return -1;
 	}
 	*id_out = id;
 	return 0;
 }
 
-int imgfs_store_snapshot_commit(struct imgfs_store *s, const char *dir, const struct imgfs_digest *chain_id,
-				const struct imgfs_digest *parent, const struct imgfs_digest *diff_id,
-				uint64_t size, char **final_dir, struct imgfs_error *err)
+int imgfs_store_snapshot_commit(struct imgfs_store *s, const char *dir,
+				const struct imgfs_digest *chain_id,
+				const struct imgfs_digest *parent,
+				const struct imgfs_digest *diff_id, uint64_t size, char **final_dir,
+				struct imgfs_error *err)
 {
 	_cleanup_free_ char *tmp = tmp_of(s, dir);
 	_cleanup_txn_ MDB_txn *txn = NULL;
@@ -249,7 +257,8 @@ int imgfs_store_snapshot_commit(struct imgfs_store *s, const char *dir, const st
 	json_int_t id = 0;
 
 	if (!tmp)
-		return imgfs_error_set(err, EINVAL, "snapshot %s: %s is not a prepared snapshot directory",
+		return imgfs_error_set(err, EINVAL,
+				       "snapshot %s: %s is not a prepared snapshot directory",
 				       chain_id->str, dir);
 	fd = open(tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0)
@@ -264,7 +273,8 @@ int imgfs_store_snapshot_commit(struct imgfs_store *s, const char *dir, const st
 		mdb_txn_abort(steal_pointer(&txn));
 		imgfs_store_snapshot_discard(s, dir);
 		if (record_id(existing, &id) < 0)
-			return imgfs_error_set(err, EIO, "snapshot %s: record has no valid id", chain_id->str);
+			return imgfs_error_set(err, EIO, "snapshot %s: record has no valid id",
+					       chain_id->str);
 		if (final_dir)
 			*final_dir = snapshot_fs_dir(s, id);
 		return 0;

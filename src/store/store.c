@@ -12,13 +12,14 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 
-static const char *const store_dirs[] = {"blobs", "blobs/sha256", "blobs/sha512", "ingest",
-					 "snapshots", "locks", "meta"};
+static const char *const store_dirs[] = {"blobs",     "blobs/sha256", "blobs/sha512", "ingest",
+					 "snapshots", "locks",	      "meta"};
 
 int store_lock_path(const char *path, int op, bool check_inode, struct imgfs_error *err)
 {
 	for (int attempt = 0; attempt < 100; attempt++) {
-		_cleanup_close_ int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+		_cleanup_close_ int fd =
+		    open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
 		struct stat a, b;
 
 		if (fd < 0)
@@ -31,8 +32,8 @@ int store_lock_path(const char *path, int op, bool check_inode, struct imgfs_err
 			return steal_fd(&fd);
 		/* The holder before us may have removed the file (committed
 		 * blob, gc): then our lock protects nothing; try again. */
-		if (fstat(fd, &a) == 0 && a.st_nlink > 0 && stat(path, &b) == 0 && a.st_ino == b.st_ino &&
-		    a.st_dev == b.st_dev)
+		if (fstat(fd, &a) == 0 && a.st_nlink > 0 && stat(path, &b) == 0 &&
+		    a.st_ino == b.st_ino && a.st_dev == b.st_dev)
 			return steal_fd(&fd);
 	}
 	return imgfs_error_set(err, EAGAIN, "lock %s: the lock file keeps being replaced", path);
@@ -115,13 +116,15 @@ static int make_layout(const char *root, struct imgfs_error *err)
 		return imgfs_error_wrap(err, "create store");
 	for (size_t i = 0; i < sizeof(store_dirs) / sizeof(store_dirs[0]); i++) {
 		_cleanup_free_ char *p = imgfs_xasprintf("%s/%s", root, store_dirs[i]);
-		mode_t mode = !strcmp(store_dirs[i], "meta") || !strcmp(store_dirs[i], "locks") ? 0700 : 0755;
+		mode_t mode =
+		    !strcmp(store_dirs[i], "meta") || !strcmp(store_dirs[i], "locks") ? 0700 : 0755;
 		if (mkdir(p, mode) < 0 && errno != EEXIST)
 			return imgfs_error_errno(err, errno, "create store directory %s", p);
 		if (lstat(p, &st) < 0)
 			return imgfs_error_errno(err, errno, "store directory %s", p);
 		if (!S_ISDIR(st.st_mode))
-			return imgfs_error_set(err, ENOTDIR, "store %s: %s is not a directory", root, p);
+			return imgfs_error_set(err, ENOTDIR, "store %s: %s is not a directory",
+					       root, p);
 	}
 	return 0;
 }

@@ -17,7 +17,7 @@
 struct store_tmp {
 	struct store_tmp *next;
 	char *path; /* "<root>/snapshots/tmp-XXXXXX" */
-	int fd;     /* O_DIRECTORY, flock(LOCK_EX) held */
+	int fd;	    /* O_DIRECTORY, flock(LOCK_EX) held */
 };
 
 struct imgfs_store {
@@ -43,7 +43,8 @@ struct imgfs_store {
 /* ---- LMDB (meta.c) ------------------------------------------------------ */
 
 /* Translate an LMDB return code into err: "<what>: <mdb_strerror>". */
-int store_mdb_error(struct imgfs_error *err, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+int store_mdb_error(struct imgfs_error *err, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 static inline void store_txn_abortp(MDB_txn **t)
 {
@@ -65,15 +66,16 @@ int store_txn_begin(struct imgfs_store *s, bool write, MDB_txn **txn, struct img
 int store_txn_commit(MDB_txn **txn, struct imgfs_error *err);
 
 /* Read the JSON value under key; ENOENT when absent, EIO when unparsable. */
-int store_get_json(MDB_txn *txn, MDB_dbi dbi, const char *key, json_t **out, struct imgfs_error *err);
+int store_get_json(MDB_txn *txn, MDB_dbi dbi, const char *key, json_t **out,
+		   struct imgfs_error *err);
 /* Store v under key as compact JSON text. */
 int store_put_json(MDB_txn *txn, MDB_dbi dbi, const char *key, json_t *v, struct imgfs_error *err);
 /* Delete key; absent is not an error. */
 int store_del(MDB_txn *txn, MDB_dbi dbi, const char *key, struct imgfs_error *err);
 
 /* Record {size, mediaType} for a committed blob in "blobs". */
-int store_record_blob(struct imgfs_store *s, const struct imgfs_digest *d, uint64_t size, const char *media_type,
-		      struct imgfs_error *err);
+int store_record_blob(struct imgfs_store *s, const struct imgfs_digest *d, uint64_t size,
+		      const char *media_type, struct imgfs_error *err);
 
 /* Open LMDB in <root>/meta and check or initialise the schema version. */
 int store_meta_open(struct imgfs_store *s, struct imgfs_error *err);

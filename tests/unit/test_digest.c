@@ -5,7 +5,8 @@
 
 #define HEX64 "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 #define HEX128                                                                                     \
-	"cf83e1357eefb8bdf1542850d66d8007d620e4050b5715dc83f4a921d36ce9ce47d0d13c5d85f2b0ff8318d2877eec2f63b931bd47417a81a538327af927da3e"
+	"cf83e1357eefb8bdf1542850d66d8007d620e4050b5715dc83f4a921d36ce9ce47d0d13c5d85f2b0ff8318d2" \
+	"877eec2f63b931bd47417a81a538327af927da3e"
 
 struct digest_case {
 	const char *in;
@@ -13,27 +14,32 @@ struct digest_case {
 };
 
 static const struct digest_case cases[] = {
-	{"sha256:" HEX64, 0},
-	{"sha512:" HEX128, 0},
-	{"sha256:" "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b85", EINVAL}, /* 63 hex */
-	{"sha256:" HEX64 "5", EINVAL},                                                         /* 65 hex */
-	{"sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855", EINVAL},  /* uppercase */
-	{"sha256:../../../../etc/passwd", EINVAL},
-	{"sha256:" HEX64 "/../x", EINVAL},
-	{"sha256:", EINVAL},
-	{"sha256", EINVAL},
-	{"", EINVAL},
-	{":" HEX64, EINVAL},
-	{"SHA256:" HEX64, EINVAL},
-	{"sha256:" HEX64 "\n", EINVAL},
-	{"sha256:" HEX64 " ", EINVAL},
-	{" sha256:" HEX64, EINVAL},
-	{"sha512:" HEX64, EINVAL}, /* wrong length for the algorithm */
-	{"md5:d41d8cd98f00b204e9800998ecf8427e", ENOTSUP},
-	{"sha384:38b060a751ac96384cd9327eb1b1e36a21fdb71114be07434c0cc7bf63f6e1da274edebfe76f65fbd51ad2f14898b95b",
-	 ENOTSUP},
-	{"blake3:" HEX64, ENOTSUP},
-	{"multihash+base58:QmRZxt2b1FVZPNqd8hsiykDL3TdBDeTSPX9Kv46HmX4Gx8", ENOTSUP},
+    {"sha256:" HEX64, 0},
+    {"sha512:" HEX128, 0},
+    {"sha256:"
+     "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b85",
+     EINVAL},			   /* 63 hex */
+    {"sha256:" HEX64 "5", EINVAL}, /* 65 hex */
+    {"sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855",
+     EINVAL}, /* uppercase */
+    {"sha256:../../../../etc/passwd", EINVAL},
+    {"sha256:" HEX64 "/../x", EINVAL},
+    {"sha256:", EINVAL},
+    {"sha256", EINVAL},
+    {"", EINVAL},
+    {":" HEX64, EINVAL},
+    {"SHA256:" HEX64, EINVAL},
+    {"sha256:" HEX64 "\n", EINVAL},
+    {"sha256:" HEX64 " ", EINVAL},
+    {" sha256:" HEX64, EINVAL},
+    {"sha512:" HEX64, EINVAL}, /* wrong length for the algorithm */
+    {"md5:d41d8cd98f00b204e9800998ecf8427e", ENOTSUP},
+    {"sha384:"
+     "38b060a751ac96384cd9327eb1b1e36a21fdb71114be07434c0cc7bf63f6e1da274edebfe76f65fbd51ad2f14898b"
+     "95b",
+     ENOTSUP},
+    {"blake3:" HEX64, ENOTSUP},
+    {"multihash+base58:QmRZxt2b1FVZPNqd8hsiykDL3TdBDeTSPX9Kv46HmX4Gx8", ENOTSUP},
 };
 
 static void test_parse_table(void)
@@ -54,8 +60,8 @@ static void test_parse_table(void)
 		} else {
 			CHECK(r == -1);
 			if (r != -1 || err.code != cases[i].code)
-				fprintf(stderr, "  case %zu \"%s\": r=%d code=%d want %d\n", i, cases[i].in, r,
-					err.code, cases[i].code);
+				fprintf(stderr, "  case %zu \"%s\": r=%d code=%d want %d\n", i,
+					cases[i].in, r, err.code, cases[i].code);
 			CHECK(err.code == cases[i].code);
 			CHECK(err.msg[0] != '\0');
 		}
@@ -84,7 +90,8 @@ static void test_equal(void)
 
 	imgfs_digest_parse(&a, "sha256:" HEX64, &err);
 	imgfs_digest_parse(&b, "sha256:" HEX64, &err);
-	imgfs_digest_parse(&c, "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad", &err);
+	imgfs_digest_parse(
+	    &c, "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad", &err);
 	CHECK(imgfs_digest_equal(&a, &b));
 	CHECK(!imgfs_digest_equal(&a, &c));
 }
@@ -102,7 +109,9 @@ static void test_vectors(void)
 	CHECK_STR(d.str, "sha512:" HEX128);
 	CHECK_STR(d.hex, HEX128);
 	imgfs_digest_buf(IMGFS_SHA512, "abc", 3, &d);
-	CHECK_STR(d.str, "sha512:ddaf35a193617abacc417349ae20413112e6fa4e89a97ea20a9eeee64b55d39a2192992a274fc1a836ba3c23a3feebbd454d4423643ce80e2a9ac94fa54ca49f");
+	CHECK_STR(d.str, "sha512:"
+			 "ddaf35a193617abacc417349ae20413112e6fa4e89a97ea20a9eeee64b55d39a2192992a2"
+			 "74fc1a836ba3c23a3feebbd454d4423643ce80e2a9ac94fa54ca49f");
 }
 
 static void test_incremental(void)

@@ -57,13 +57,16 @@ static void test_classify_good(void)
 {
 	classify("manifests/oci-manifest.json", NULL, IMGFS_DOC_MANIFEST, IMGFS_MT_OCI_MANIFEST);
 	/* Parameters and case in Content-Type are ignored. */
-	classify("manifests/oci-manifest.json", "Application/VND.oci.image.manifest.v1+json; charset=utf-8",
-		 IMGFS_DOC_MANIFEST, IMGFS_MT_OCI_MANIFEST);
+	classify("manifests/oci-manifest.json",
+		 "Application/VND.oci.image.manifest.v1+json; charset=utf-8", IMGFS_DOC_MANIFEST,
+		 IMGFS_MT_OCI_MANIFEST);
 	/* A generic Content-Type says nothing. */
-	classify("manifests/oci-manifest.json", "application/json", IMGFS_DOC_MANIFEST, IMGFS_MT_OCI_MANIFEST);
+	classify("manifests/oci-manifest.json", "application/json", IMGFS_DOC_MANIFEST,
+		 IMGFS_MT_OCI_MANIFEST);
 	classify("manifests/docker-manifest.json", IMGFS_MT_DOCKER_MANIFEST, IMGFS_DOC_MANIFEST,
 		 IMGFS_MT_DOCKER_MANIFEST);
-	classify("manifests/oci-index.json", IMGFS_MT_OCI_INDEX, IMGFS_DOC_INDEX, IMGFS_MT_OCI_INDEX);
+	classify("manifests/oci-index.json", IMGFS_MT_OCI_INDEX, IMGFS_DOC_INDEX,
+		 IMGFS_MT_OCI_INDEX);
 	classify("manifests/docker-list.json", NULL, IMGFS_DOC_INDEX, IMGFS_MT_DOCKER_LIST);
 }
 
@@ -84,12 +87,14 @@ static void classify_str(const char *doc, const char *ct, int want_kind, const c
 static void test_classify_missing_mediatype(void)
 {
 	/* No mediaType: the shape decides when unambiguous, or Content-Type. */
-	classify_str("{\"schemaVersion\":2,\"manifests\":[]}", NULL, IMGFS_DOC_INDEX, IMGFS_MT_OCI_INDEX);
+	classify_str("{\"schemaVersion\":2,\"manifests\":[]}", NULL, IMGFS_DOC_INDEX,
+		     IMGFS_MT_OCI_INDEX);
 	classify_str("{\"schemaVersion\":2,\"config\":{},\"layers\":[]}", NULL, IMGFS_DOC_MANIFEST,
 		     IMGFS_MT_OCI_MANIFEST);
-	classify_str("{\"schemaVersion\":2,\"manifests\":[]}", IMGFS_MT_DOCKER_LIST, IMGFS_DOC_INDEX,
-		     IMGFS_MT_DOCKER_LIST);
-	classify_str("  {\"schemaVersion\":2,\"layers\":[]}\n\n", NULL, IMGFS_DOC_MANIFEST, IMGFS_MT_OCI_MANIFEST);
+	classify_str("{\"schemaVersion\":2,\"manifests\":[]}", IMGFS_MT_DOCKER_LIST,
+		     IMGFS_DOC_INDEX, IMGFS_MT_DOCKER_LIST);
+	classify_str("  {\"schemaVersion\":2,\"layers\":[]}\n\n", NULL, IMGFS_DOC_MANIFEST,
+		     IMGFS_MT_OCI_MANIFEST);
 }
 
 static void test_parse_oci_manifest(void)
@@ -230,7 +235,8 @@ static void test_parse_index(void)
 static void test_parse_empty_index(void)
 {
 	/* Valid per the spec; the caller reports "no manifests". */
-	const char *doc = "{\"schemaVersion\":2,\"mediaType\":\"" IMGFS_MT_OCI_INDEX "\",\"manifests\":[]}";
+	const char *doc =
+	    "{\"schemaVersion\":2,\"mediaType\":\"" IMGFS_MT_OCI_INDEX "\",\"manifests\":[]}";
 	struct imgfs_index *idx = NULL;
 	struct imgfs_error err = {0};
 
@@ -278,7 +284,8 @@ static void test_count_mismatch_is_callers_job(void)
 	/* 3 layers in the manifest, 2 diff_ids in the config: both parse;
 	 * comparing the counts is the puller's check. */
 	size_t l1, l2;
-	char *mb = load("manifests/oci-manifest.json", &l1), *cb = load("manifests/config.json", &l2);
+	char *mb = load("manifests/oci-manifest.json", &l1),
+	     *cb = load("manifests/config.json", &l2);
 	struct imgfs_manifest *m = NULL;
 	struct imgfs_config *c = NULL;
 	struct imgfs_error err;
@@ -398,8 +405,9 @@ static void bad_case(const char *name)
 		return;
 	r = run_parser(&e, buf, len, &err);
 	if (r != -1 || err.code != code_of(e.code) || !strstr(err.msg, e.error)) {
-		fprintf(stderr, "bad-manifests/%s (%s): r=%d code=%d (want %s) msg \"%s\" (want \"%s\")\n", name,
-			e.parser, r, err.code, e.code, err.msg, e.error);
+		fprintf(stderr,
+			"bad-manifests/%s (%s): r=%d code=%d (want %s) msg \"%s\" (want \"%s\")\n",
+			name, e.parser, r, err.code, e.code, err.msg, e.error);
 		test_failures++;
 	}
 	free(buf);

@@ -70,12 +70,14 @@ static int count_entries(const char *root, const char *sub)
 	return n;
 }
 
-static json_t *image_rec(const char *manifest, const char *config, const char *layer, const char *chain)
+static json_t *image_rec(const char *manifest, const char *config, const char *layer,
+			 const char *chain)
 {
-	return json_pack("{s:s,s:{s:s,s:s,s:i},s:{s:s,s:s,s:i},s:s,s:[{s:s,s:s,s:i,s:s,s:s}],s:i}", "name", "x",
-			 "target", "mediaType", IMGFS_MT_OCI_MANIFEST, "digest", manifest, "size", 1, "config",
-			 "mediaType", IMGFS_MT_OCI_CONFIG, "digest", config, "size", 1, "platform", "linux/amd64",
-			 "layers", "mediaType", "application/vnd.oci.image.layer.v1.tar", "digest", layer, "size", 1,
+	return json_pack("{s:s,s:{s:s,s:s,s:i},s:{s:s,s:s,s:i},s:s,s:[{s:s,s:s,s:i,s:s,s:s}],s:i}",
+			 "name", "x", "target", "mediaType", IMGFS_MT_OCI_MANIFEST, "digest",
+			 manifest, "size", 1, "config", "mediaType", IMGFS_MT_OCI_CONFIG, "digest",
+			 config, "size", 1, "platform", "linux/amd64", "layers", "mediaType",
+			 "application/vnd.oci.image.layer.v1.tar", "digest", layer, "size", 1,
 			 "diffID", layer, "chainID", chain, "pulled", 1);
 }
 
@@ -85,7 +87,8 @@ static void test_open_layout(void)
 {
 	char *root = new_root();
 	struct imgfs_store *s = open_store(root);
-	const char *dirs[] = {"blobs/sha256", "blobs/sha512", "ingest", "snapshots", "locks", "meta"};
+	const char *dirs[] = {"blobs/sha256", "blobs/sha512", "ingest",
+			      "snapshots",    "locks",	      "meta"};
 	json_t *rec = NULL;
 	struct imgfs_error err;
 
@@ -199,11 +202,15 @@ static void test_images(void)
 
 	CHECK(imgfs_store_delete_image(s, "docker.io/library/a:1", &err) == 0);
 	got = NULL;
-	CHECK(imgfs_store_get_image(s, "docker.io/library/a:1", &got, &err) == -1 && err.code == ENOENT);
+	CHECK(imgfs_store_get_image(s, "docker.io/library/a:1", &got, &err) == -1 &&
+	      err.code == ENOENT);
 	CHECK(strstr(err.msg, "docker.io/library/a:1") != NULL);
-	CHECK(imgfs_store_delete_image(s, "docker.io/library/a:1", &err) == -1 && err.code == ENOENT);
+	CHECK(imgfs_store_delete_image(s, "docker.io/library/a:1", &err) == -1 &&
+	      err.code == ENOENT);
 	/* Not an object; an over-long key. */
-	CHECK(imgfs_store_put_image(s, "x", json_integer(1), &err) == -1 && err.code == EINVAL);
+	got = json_integer(1);
+	CHECK(imgfs_store_put_image(s, "x", got, &err) == -1 && err.code == EINVAL);
+	json_decref(got);
 	char longname[600];
 	memset(longname, 'a', sizeof(longname) - 1);
 	longname[sizeof(longname) - 1] = '\0';
@@ -544,7 +551,8 @@ static void test_snapshots(void)
 	struct imgfs_store *s = open_store(root);
 	struct imgfs_error err = {0};
 	struct imgfs_digest c1, c2, diff;
-	char *dir = NULL, *final = NULL, *again = NULL, *looked = NULL, *dir2 = NULL, *final2 = NULL;
+	char *dir = NULL, *final = NULL, *again = NULL, *looked = NULL, *dir2 = NULL,
+	     *final2 = NULL;
 	char *lockname;
 	int lk = -1;
 
@@ -589,7 +597,8 @@ static void test_snapshots(void)
 	CHECK(count_entries(root, "snapshots") == 2);
 
 	/* Not a prepared dir: refused, nothing touched. */
-	CHECK(imgfs_store_snapshot_commit(s, final, &c2, NULL, &diff, 0, NULL, &err) == -1 && err.code == EINVAL);
+	CHECK(imgfs_store_snapshot_commit(s, final, &c2, NULL, &diff, 0, NULL, &err) == -1 &&
+	      err.code == EINVAL);
 	/* Discard removes the whole tmp dir. */
 	free(dir);
 	dir = NULL;
@@ -633,8 +642,8 @@ static void put(struct imgfs_store *s, const char *content, struct imgfs_digest 
 	CHECK(imgfs_store_put_blob(s, d, NULL, content, strlen(content), &err) == 0);
 }
 
-static void commit_snap(struct imgfs_store *s, const struct imgfs_digest *chain, const struct imgfs_digest *parent,
-			char **final)
+static void commit_snap(struct imgfs_store *s, const struct imgfs_digest *chain,
+			const struct imgfs_digest *parent, char **final)
 {
 	struct imgfs_error err;
 	char *dir = NULL;
