@@ -27,7 +27,8 @@ static bool is_tchar(char c)
 /* token68 adds '/' and trailing '=' */
 static bool is_t68char(char c)
 {
-	return isascii((unsigned char)c) && (isalnum((unsigned char)c) || (c && strchr("-._~+/", c)));
+	return isascii((unsigned char)c) &&
+	       (isalnum((unsigned char)c) || (c && strchr("-._~+/", c)));
 }
 
 static const char *skip_ws(const char *p)
@@ -70,7 +71,8 @@ static char *scan_quoted(const char *p, const char **end, struct imgfs_error *er
 	}
 	if (*p != '"') {
 		free(v);
-		imgfs_error_set(err, EINVAL, "malformed WWW-Authenticate header: unterminated quoted string");
+		imgfs_error_set(err, EINVAL,
+				"malformed WWW-Authenticate header: unterminated quoted string");
 		return NULL;
 	}
 	v[n] = '\0';
@@ -78,7 +80,8 @@ static char *scan_quoted(const char *p, const char **end, struct imgfs_error *er
 	return v;
 }
 
-static int add_param(struct imgfs_auth_challenge *c, char *key, char *value, struct imgfs_error *err)
+static int add_param(struct imgfs_auth_challenge *c, char *key, char *value,
+		     struct imgfs_error *err)
 {
 	struct imgfs_auth_param *np = realloc(c->params, (c->n_params + 1) * sizeof(*np));
 	if (!np) {
@@ -106,7 +109,8 @@ static bool starts_param(const char *p)
 }
 
 /* Parse the params of one challenge from p; returns where the next challenge starts. */
-static const char *parse_params(const char *p, struct imgfs_auth_challenge *c, struct imgfs_error *err)
+static const char *parse_params(const char *p, struct imgfs_auth_challenge *c,
+				struct imgfs_error *err)
 {
 	/* token68 form: "Negotiate abc==" */
 	if (!starts_param(p) && is_t68char(*p)) {
@@ -136,7 +140,8 @@ static const char *parse_params(const char *p, struct imgfs_auth_challenge *c, s
 		} else {
 			/* token per RFC 7235; be lenient with unquoted URLs (':' and '/') */
 			const char *ve = p;
-			while ((unsigned char)*ve > 0x20 && (unsigned char)*ve < 0x7f && *ve != ',' && *ve != '"')
+			while ((unsigned char)*ve > 0x20 && (unsigned char)*ve < 0x7f &&
+			       *ve != ',' && *ve != '"')
 				ve++;
 			val = strndup(p, (size_t)(ve - p));
 			p = ve;
@@ -151,8 +156,10 @@ static const char *parse_params(const char *p, struct imgfs_auth_challenge *c, s
 			return NULL;
 		p = skip_ws(p);
 		if (*p && *p != ',') {
-			imgfs_error_set(err, EINVAL, "malformed WWW-Authenticate header: unexpected '%c' after parameter",
-					*p);
+			imgfs_error_set(
+			    err, EINVAL,
+			    "malformed WWW-Authenticate header: unexpected '%c' after parameter",
+			    *p);
 			return NULL;
 		}
 		p = skip_ws_commas(p);
@@ -160,7 +167,8 @@ static const char *parse_params(const char *p, struct imgfs_auth_challenge *c, s
 	return p;
 }
 
-int imgfs_auth_parse(const char *header, struct imgfs_auth_challenge **out, size_t *n, struct imgfs_error *err)
+int imgfs_auth_parse(const char *header, struct imgfs_auth_challenge **out, size_t *n,
+		     struct imgfs_error *err)
 {
 	struct imgfs_auth_challenge *cs = NULL;
 	size_t nc = 0;
@@ -173,7 +181,9 @@ int imgfs_auth_parse(const char *header, struct imgfs_auth_challenge **out, size
 		const char *e = scan_token(p);
 		struct imgfs_auth_challenge *ncs;
 		if (e == p) {
-			imgfs_error_set(err, EINVAL, "malformed WWW-Authenticate header: expected an auth scheme at \"%.20s\"",
+			imgfs_error_set(err, EINVAL,
+					"malformed WWW-Authenticate header: expected an auth "
+					"scheme at \"%.20s\"",
 					p);
 			goto fail;
 		}
@@ -191,7 +201,8 @@ int imgfs_auth_parse(const char *header, struct imgfs_auth_challenge **out, size
 			goto fail;
 		}
 		if (*e && *e != ' ' && *e != '\t' && *e != ',') {
-			imgfs_error_set(err, EINVAL, "malformed WWW-Authenticate header: bad auth scheme");
+			imgfs_error_set(err, EINVAL,
+					"malformed WWW-Authenticate header: bad auth scheme");
 			goto fail;
 		}
 		p = skip_ws(e);
@@ -242,7 +253,8 @@ static char *dup_or_null(const char *s)
 	return s ? imgfs_xstrdup(s) : NULL;
 }
 
-int imgfs_auth_plan_from_header(const char *header, struct imgfs_auth_plan *plan, struct imgfs_error *err)
+int imgfs_auth_plan_from_header(const char *header, struct imgfs_auth_plan *plan,
+				struct imgfs_error *err)
 {
 	struct imgfs_auth_challenge *cs;
 	size_t n;
@@ -261,7 +273,8 @@ int imgfs_auth_plan_from_header(const char *header, struct imgfs_auth_plan *plan
 	if (bearer) {
 		const char *realm = imgfs_auth_param(bearer, "realm");
 		if (!realm || !*realm) {
-			rc = imgfs_error_set(err, EINVAL, "no realm specified for token auth challenge");
+			rc = imgfs_error_set(err, EINVAL,
+					     "no realm specified for token auth challenge");
 		} else {
 			plan->scheme = IMGFS_AUTH_BEARER;
 			plan->realm = imgfs_xstrdup(realm);
@@ -273,7 +286,9 @@ int imgfs_auth_plan_from_header(const char *header, struct imgfs_auth_plan *plan
 		plan->scheme = IMGFS_AUTH_BASIC;
 		plan->realm = dup_or_null(imgfs_auth_param(basic, "realm"));
 	} else {
-		rc = imgfs_error_set(err, EINVAL, "failed to find supported auth scheme (got \"%.40s\")", cs[0].scheme);
+		rc = imgfs_error_set(err, EINVAL,
+				     "failed to find supported auth scheme (got \"%.40s\")",
+				     cs[0].scheme);
 	}
 	imgfs_auth_challenges_free(cs, n);
 	if (rc < 0)
@@ -313,11 +328,13 @@ int imgfs_auth_parse_token_response(const char *body, size_t len, char **token, 
 	*token = NULL;
 	*expires_in = 60;
 	if (!root)
-		return imgfs_error_set(err, EACCES, "authorization failed: token response is not JSON: %s (line %d)",
-				       jerr.text, jerr.line);
+		return imgfs_error_set(
+		    err, EACCES, "authorization failed: token response is not JSON: %s (line %d)",
+		    jerr.text, jerr.line);
 	if (!json_is_object(root)) {
 		json_decref(root);
-		return imgfs_error_set(err, EACCES, "authorization failed: token response is not a JSON object");
+		return imgfs_error_set(err, EACCES,
+				       "authorization failed: token response is not a JSON object");
 	}
 	v = json_object_get(root, "token");
 	if (json_is_string(v) && json_string_length(v) > 0)
@@ -329,11 +346,13 @@ int imgfs_auth_parse_token_response(const char *body, size_t len, char **token, 
 	}
 	if (!t || strlen(t) != json_string_length(v) || !token_chars_ok(t)) {
 		json_decref(root);
-		return imgfs_error_set(err, EACCES, "authorization failed: token response has no usable token");
+		return imgfs_error_set(err, EACCES,
+				       "authorization failed: token response has no usable token");
 	}
 	v = json_object_get(root, "expires_in");
 	if (json_is_integer(v) && json_integer_value(v) > 0)
-		*expires_in = json_integer_value(v) > 86400 * 7 ? 86400 * 7 : (long)json_integer_value(v);
+		*expires_in =
+		    json_integer_value(v) > 86400 * 7 ? 86400 * 7 : (long)json_integer_value(v);
 	*token = imgfs_xstrdup(t);
 	json_decref(root);
 	return 0;
@@ -438,7 +457,8 @@ static size_t membuf_write(char *ptr, size_t size, size_t nmemb, void *ud)
 }
 
 /* Check the realm URL: http(s) only, no userinfo, http only for insecure registries. */
-static int check_realm(struct imgfs_registry *r, const char *realm, char **host, struct imgfs_error *err)
+static int check_realm(struct imgfs_registry *r, const char *realm, char **host,
+		       struct imgfs_error *err)
 {
 	CURLU *u = curl_url();
 	char *scheme = NULL, *user = NULL, *h = NULL;
@@ -450,13 +470,15 @@ static int check_realm(struct imgfs_registry *r, const char *realm, char **host,
 	    curl_url_get(u, CURLUPART_HOST, &h, 0) != CURLUE_OK) {
 		rc = imgfs_error_set(err, EACCES, "registry %s: invalid token realm URL", r->host);
 	} else if (curl_url_get(u, CURLUPART_USER, &user, 0) == CURLUE_OK) {
-		rc = imgfs_error_set(err, EACCES, "registry %s: token realm URL carries credentials; refused",
+		rc = imgfs_error_set(err, EACCES,
+				     "registry %s: token realm URL carries credentials; refused",
 				     r->host);
 	} else if (strcmp(scheme, "https") && !(r->insecure && !strcmp(scheme, "http"))) {
-		rc = imgfs_error_set(err, EACCES,
-				     "registry %s: token realm on %s (scheme %s) refused: only https, or http "
-				     "for insecure registries",
-				     r->host, h, scheme);
+		rc = imgfs_error_set(
+		    err, EACCES,
+		    "registry %s: token realm on %s (scheme %s) refused: only https, or http "
+		    "for insecure registries",
+		    r->host, h, scheme);
 	} else {
 		*host = imgfs_xstrdup(h);
 	}
@@ -471,15 +493,16 @@ static char *token_url(CURL *c, const char *realm, const char *service, const ch
 {
 	char *svc = service ? curl_easy_escape(c, service, 0) : NULL;
 	char *sc = curl_easy_escape(c, scope, 0);
-	char *url = imgfs_xasprintf("%s%s%s%s%sscope=%s", realm, strchr(realm, '?') ? "&" : "?",
-				    svc ? "service=" : "", svc ? svc : "", svc ? "&" : "", sc ? sc : "");
+	char *url =
+	    imgfs_xasprintf("%s%s%s%s%sscope=%s", realm, strchr(realm, '?') ? "&" : "?",
+			    svc ? "service=" : "", svc ? svc : "", svc ? "&" : "", sc ? sc : "");
 	curl_free(svc);
 	curl_free(sc);
 	return url;
 }
 
-static int token_request(struct imgfs_registry *r, const char *url, const char *realm_host, struct membuf *m,
-			 struct imgfs_error *err)
+static int token_request(struct imgfs_registry *r, const char *url, const char *realm_host,
+			 struct membuf *m, struct imgfs_error *err)
 {
 	CURL *c = curl_easy_init();
 	CURLcode rc;
@@ -496,8 +519,9 @@ static int token_request(struct imgfs_registry *r, const char *url, const char *
 	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
 	if (rc != CURLE_OK && m->overflow) {
 		curl_easy_cleanup(c);
-		return imgfs_error_set(err, EACCES, "authorization failed: token response from %s exceeds %u bytes",
-				       realm_host, IMGFS_MAX_TOKEN_RESPONSE);
+		return imgfs_error_set(
+		    err, EACCES, "authorization failed: token response from %s exceeds %u bytes",
+		    realm_host, IMGFS_MAX_TOKEN_RESPONSE);
 	}
 	if (rc != CURLE_OK) {
 		imgfs_curl_error(err, c, rc, "token request", realm_host);
@@ -506,19 +530,21 @@ static int token_request(struct imgfs_registry *r, const char *url, const char *
 	}
 	curl_easy_cleanup(c);
 	if (status == 401 || status == 403)
-		return imgfs_error_set(err, EACCES, "authorization failed: token server %s answered HTTP %ld",
+		return imgfs_error_set(err, EACCES,
+				       "authorization failed: token server %s answered HTTP %ld",
 				       realm_host, status);
 	if (status == 429 || status >= 500)
 		return imgfs_error_set(err, status == 429 ? EAGAIN : EIO,
 				       "token server %s answered HTTP %ld", realm_host, status);
 	if (status != 200)
-		return imgfs_error_set(err, EACCES, "authorization failed: token server %s answered HTTP %ld",
+		return imgfs_error_set(err, EACCES,
+				       "authorization failed: token server %s answered HTTP %ld",
 				       realm_host, status);
 	return 0;
 }
 
-int imgfs_auth_fetch_token(struct imgfs_registry *r, const struct imgfs_auth_plan *plan, const char *key,
-			   const char *path, char **token, struct imgfs_error *err)
+int imgfs_auth_fetch_token(struct imgfs_registry *r, const struct imgfs_auth_plan *plan,
+			   const char *key, const char *path, char **token, struct imgfs_error *err)
 {
 	_cleanup_free_ char *realm_host = NULL;
 	_cleanup_free_ char *url = NULL;
@@ -530,15 +556,18 @@ int imgfs_auth_fetch_token(struct imgfs_registry *r, const struct imgfs_auth_pla
 
 	*token = NULL;
 	if (plan->scheme == IMGFS_AUTH_BASIC)
-		return imgfs_error_set(err, EACCES,
-				       "registry %s asks for basic authentication (realm \"%.100s\"); "
-				       "credentials are not supported yet",
-				       r->host, plan->realm ? plan->realm : "");
+		return imgfs_error_set(
+		    err, EACCES,
+		    "registry %s asks for basic authentication (realm \"%.100s\"); "
+		    "credentials are not supported yet",
+		    r->host, plan->realm ? plan->realm : "");
 	if (plan->scheme != IMGFS_AUTH_BEARER)
-		return imgfs_error_set(err, EACCES, "registry %s: no usable auth challenge", r->host);
+		return imgfs_error_set(err, EACCES, "registry %s: no usable auth challenge",
+				       r->host);
 	if (check_realm(r, plan->realm, &realm_host, err) < 0)
 		return -1;
-	scope = plan->scope ? imgfs_xstrdup(plan->scope) : imgfs_xasprintf("repository:%s:pull", path);
+	scope =
+	    plan->scope ? imgfs_xstrdup(plan->scope) : imgfs_xasprintf("repository:%s:pull", path);
 	esc = curl_easy_init();
 	if (!esc)
 		return imgfs_error_set(err, ENOMEM, "curl_easy_init failed");
@@ -547,7 +576,8 @@ int imgfs_auth_fetch_token(struct imgfs_registry *r, const struct imgfs_auth_pla
 	imgfs_debug("fetching anonymous token from %s for %s", realm_host, scope);
 	rc = token_request(r, url, realm_host, &m, err);
 	if (rc == 0)
-		rc = imgfs_auth_parse_token_response(m.data ? m.data : "", m.len, token, &expires_in, err);
+		rc = imgfs_auth_parse_token_response(m.data ? m.data : "", m.len, token,
+						     &expires_in, err);
 	if (m.data)
 		explicit_bzero(m.data, m.len);
 	free(m.data);

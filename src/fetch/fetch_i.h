@@ -35,7 +35,8 @@ struct imgfs_auth_challenge {
 /* Parse one or more challenges (RFC 7235: 1#challenge; several header lines
  * joined with ", "). EINVAL on malformed input (unterminated quote, missing
  * scheme, bad parameter). */
-int imgfs_auth_parse(const char *header, struct imgfs_auth_challenge **out, size_t *n, struct imgfs_error *err);
+int imgfs_auth_parse(const char *header, struct imgfs_auth_challenge **out, size_t *n,
+		     struct imgfs_error *err);
 void imgfs_auth_challenges_free(struct imgfs_auth_challenge *c, size_t n);
 /* Value of a parameter (key compared case-insensitively), or NULL. */
 const char *imgfs_auth_param(const struct imgfs_auth_challenge *c, const char *key);
@@ -53,7 +54,8 @@ struct imgfs_auth_plan {
 	char *scope;
 	char *error; /* the challenge's error="…" parameter, if any */
 };
-int imgfs_auth_plan_from_header(const char *header, struct imgfs_auth_plan *plan, struct imgfs_error *err);
+int imgfs_auth_plan_from_header(const char *header, struct imgfs_auth_plan *plan,
+				struct imgfs_error *err);
 void imgfs_auth_plan_destroy(struct imgfs_auth_plan *plan);
 
 /* Parse a token endpoint's JSON answer: "token" wins over "access_token";
@@ -76,8 +78,8 @@ struct imgfs_registry {
 	char *domain; /* the reference's domain, "docker.io" */
 	char *base;   /* "https://registry-1.docker.io" */
 	bool insecure;
-	char *ca_dir;       /* <certs.d>/<host>, when it exists */
-	CURLSH *share;      /* DNS, connections, TLS sessions; locked by share_locks */
+	char *ca_dir;  /* <certs.d>/<host>, when it exists */
+	CURLSH *share; /* DNS, connections, TLS sessions; locked by share_locks */
 	pthread_mutex_t share_locks[CURL_LOCK_DATA_LAST];
 	pthread_mutex_t lock; /* guards tokens */
 	struct imgfs_token *tokens;
@@ -95,15 +97,17 @@ void imgfs_tokens_free(struct imgfs_registry *r);
 
 /* Run the Bearer flow for plan: GET realm?service=…&scope=… anonymously,
  * cache the token under key. *token is a copy for the caller. */
-int imgfs_auth_fetch_token(struct imgfs_registry *r, const struct imgfs_auth_plan *plan, const char *key,
-			   const char *path, char **token, struct imgfs_error *err);
+int imgfs_auth_fetch_token(struct imgfs_registry *r, const struct imgfs_auth_plan *plan,
+			   const char *key, const char *path, char **token,
+			   struct imgfs_error *err);
 
 /* Apply the registry's transport policy (TLS, CA dir, timeouts, share,
  * user agent) to an easy handle. */
 void imgfs_registry_setup_easy(struct imgfs_registry *r, CURL *c);
 
 /* Map a curl error to an errno and message naming host. Returns -1. */
-int imgfs_curl_error(struct imgfs_error *err, CURL *c, CURLcode rc, const char *what, const char *host);
+int imgfs_curl_error(struct imgfs_error *err, CURL *c, CURLcode rc, const char *what,
+		     const char *host);
 
 /* ---- header checks (registry.c) ------------------------------------------ */
 
@@ -115,7 +119,8 @@ int imgfs_curl_error(struct imgfs_error *err, CURL *c, CURLcode rc, const char *
  * EIO on an unparsable header.
  */
 int imgfs_fetch_check_digest(const char *data, size_t len, const struct imgfs_digest *want,
-			     const char *header_digest, struct imgfs_digest *out, struct imgfs_error *err);
+			     const char *header_digest, struct imgfs_digest *out,
+			     struct imgfs_error *err);
 
 /* Parse "bytes N-M/T" (T may be "*"); 0 or -1. */
 int imgfs_parse_content_range(const char *v, uint64_t *start, uint64_t *end);

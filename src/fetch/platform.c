@@ -116,7 +116,8 @@ int imgfs_platform_parse(const char *s, struct imgfs_platform *p, struct imgfs_e
 
 	memset(p, 0, sizeof(*p));
 	if (!s || !*s)
-		return imgfs_error_set(err, EINVAL, "invalid platform \"\": want os/arch[/variant]");
+		return imgfs_error_set(err, EINVAL,
+				       "invalid platform \"\": want os/arch[/variant]");
 	while (n < 4) {
 		const char *slash = strchr(q, '/');
 		parts[n] = q;
@@ -128,20 +129,25 @@ int imgfs_platform_parse(const char *s, struct imgfs_platform *p, struct imgfs_e
 		q = slash + 1;
 	}
 	if (n < 2 || n > 3)
-		return imgfs_error_set(err, EINVAL, "invalid platform \"%.200s\": want os/arch[/variant]", s);
+		return imgfs_error_set(err, EINVAL,
+				       "invalid platform \"%.200s\": want os/arch[/variant]", s);
 	for (int i = 0; i < n; i++) {
 		if (lens[i] == 0)
-			return imgfs_error_set(err, EINVAL, "invalid platform \"%.200s\": empty component", s);
+			return imgfs_error_set(err, EINVAL,
+					       "invalid platform \"%.200s\": empty component", s);
 		if (!isalnum((unsigned char)parts[i][0]))
 			return imgfs_error_set(err, EINVAL,
-					       "invalid platform \"%.200s\": \"%.*s\" must start with a letter or digit",
+					       "invalid platform \"%.200s\": \"%.*s\" must start "
+					       "with a letter or digit",
 					       s, (int)lens[i], parts[i]);
 		for (size_t j = 0; j < lens[i]; j++) {
 			char c = parts[i][j];
-			if (!isascii((unsigned char)c) || !(isalnum((unsigned char)c) || c == '_' || c == '-' || c == '.'))
-				return imgfs_error_set(err, EINVAL,
-						       "invalid platform \"%.200s\": bad character in \"%.*s\"", s,
-						       (int)lens[i], parts[i]);
+			if (!isascii((unsigned char)c) ||
+			    !(isalnum((unsigned char)c) || c == '_' || c == '-' || c == '.'))
+				return imgfs_error_set(
+				    err, EINVAL,
+				    "invalid platform \"%.200s\": bad character in \"%.*s\"", s,
+				    (int)lens[i], parts[i]);
 		}
 	}
 	p->os = lower_dup(parts[0], lens[0]);
@@ -307,7 +313,8 @@ static int rank_of(const struct imgfs_platform *want, const struct cand *c, size
 	return rank;
 }
 
-static int no_match(const struct imgfs_index *idx, const struct imgfs_platform *want, struct imgfs_error *err)
+static int no_match(const struct imgfs_index *idx, const struct imgfs_platform *want,
+		    struct imgfs_error *err)
 {
 	char offered[1024] = "";
 	size_t len = 0;
@@ -325,14 +332,15 @@ static int no_match(const struct imgfs_index *idx, const struct imgfs_platform *
 			snprintf(offered + len, sizeof(offered) - len, "%s...", len ? ", " : "");
 			break;
 		}
-		len += (size_t)snprintf(offered + len, sizeof(offered) - len, "%s%s", len ? ", " : "", ps);
+		len += (size_t)snprintf(offered + len, sizeof(offered) - len, "%s%s",
+					len ? ", " : "", ps);
 	}
 	return imgfs_error_set(err, ENOENT, "no manifest for platform %s in index (offered: %s)",
 			       ws ? ws : "?", len ? offered : "none");
 }
 
-int imgfs_platform_select(const struct imgfs_index *idx, const struct imgfs_platform *want, size_t *chosen,
-			  struct imgfs_error *err)
+int imgfs_platform_select(const struct imgfs_index *idx, const struct imgfs_platform *want,
+			  size_t *chosen, struct imgfs_error *err)
 {
 	struct imgfs_platform w = {0};
 	struct cand c[MAX_CANDS];

@@ -175,17 +175,19 @@ static int split_tag(const char *in, char *name, char **tag, struct imgfs_error 
 	if (colon && (!slash || colon > slash)) {
 		*colon = '\0';
 		if (!tag_ok(colon + 1))
-			return imgfs_error_set(err, EINVAL,
-					       "invalid reference format \"%.300s\": invalid tag \"%.200s\" "
-					       "(want [A-Za-z0-9_][A-Za-z0-9_.-]{0,127})",
-					       in, colon + 1);
+			return imgfs_error_set(
+			    err, EINVAL,
+			    "invalid reference format \"%.300s\": invalid tag \"%.200s\" "
+			    "(want [A-Za-z0-9_][A-Za-z0-9_.-]{0,127})",
+			    in, colon + 1);
 		*tag = imgfs_xstrdup(colon + 1);
 	}
 	return 0;
 }
 
 /* Split name into domain and path with Docker Hub defaults. */
-static int split_domain(const char *in, const char *name, struct imgfs_ref *ref, struct imgfs_error *err)
+static int split_domain(const char *in, const char *name, struct imgfs_ref *ref,
+			struct imgfs_error *err)
 {
 	const char *slash = strchr(name, '/');
 	const char *rest;
@@ -204,10 +206,11 @@ static int split_domain(const char *in, const char *name, struct imgfs_ref *ref,
 	}
 	for (const char *p = rest; *p; p++)
 		if (*p >= 'A' && *p <= 'Z')
-			return imgfs_error_set(err, EINVAL,
-					       "invalid reference format \"%.300s\": repository name "
-					       "\"%.300s\" must be lowercase",
-					       in, rest);
+			return imgfs_error_set(
+			    err, EINVAL,
+			    "invalid reference format \"%.300s\": repository name "
+			    "\"%.300s\" must be lowercase",
+			    in, rest);
 	if (!domain_ok(ref->domain))
 		return bad_format(err, in, "invalid registry domain");
 	if (!path_ok(rest))
@@ -217,18 +220,21 @@ static int split_domain(const char *in, const char *name, struct imgfs_ref *ref,
 	else
 		ref->path = imgfs_xstrdup(rest);
 	if (strlen(ref->domain) + 1 + strlen(ref->path) > REF_NAME_MAX)
-		return imgfs_error_set(err, EINVAL,
-				       "invalid reference \"%.300s\": repository name must not be more "
-				       "than %d characters",
-				       in, REF_NAME_MAX);
+		return imgfs_error_set(
+		    err, EINVAL,
+		    "invalid reference \"%.300s\": repository name must not be more "
+		    "than %d characters",
+		    in, REF_NAME_MAX);
 	return 0;
 }
 
-static int parse_digest_part(const char *in, const char *ds, struct imgfs_ref *ref, struct imgfs_error *err)
+static int parse_digest_part(const char *in, const char *ds, struct imgfs_ref *ref,
+			     struct imgfs_error *err)
 {
 	struct imgfs_error derr;
 	if (imgfs_digest_parse(&ref->digest, ds, &derr) < 0)
-		return imgfs_error_set(err, EINVAL, "invalid reference \"%.300s\": %s", in, derr.msg);
+		return imgfs_error_set(err, EINVAL, "invalid reference \"%.300s\": %s", in,
+				       derr.msg);
 	ref->has_digest = true;
 	return 0;
 }

@@ -152,7 +152,8 @@ void imgfs_registry_setup_easy(struct imgfs_registry *r, CURL *c)
 	}
 }
 
-int imgfs_curl_error(struct imgfs_error *err, CURL *c, CURLcode rc, const char *what, const char *host)
+int imgfs_curl_error(struct imgfs_error *err, CURL *c, CURLcode rc, const char *what,
+		     const char *host)
 {
 	long os_errno = 0;
 	int code;
@@ -160,8 +161,8 @@ int imgfs_curl_error(struct imgfs_error *err, CURL *c, CURLcode rc, const char *
 	switch (rc) {
 	case CURLE_COULDNT_CONNECT:
 		code = (os_errno == EHOSTUNREACH || os_errno == ENETUNREACH) ? EHOSTUNREACH
-		       : os_errno == ETIMEDOUT				       ? ETIMEDOUT
-										       : ECONNREFUSED;
+		       : os_errno == ETIMEDOUT				     ? ETIMEDOUT
+									     : ECONNREFUSED;
 		break;
 	case CURLE_COULDNT_RESOLVE_HOST:
 	case CURLE_COULDNT_RESOLVE_PROXY:
@@ -188,8 +189,8 @@ int imgfs_curl_error(struct imgfs_error *err, CURL *c, CURLcode rc, const char *
 		code = EIO;
 	}
 	if (os_errno && code != EIO)
-		return imgfs_error_set(err, code, "%s: %s: %s (%s)", what, host, curl_easy_strerror(rc),
-				       strerror((int)os_errno));
+		return imgfs_error_set(err, code, "%s: %s: %s (%s)", what, host,
+				       curl_easy_strerror(rc), strerror((int)os_errno));
 	return imgfs_error_set(err, code, "%s: %s: %s", what, host, curl_easy_strerror(rc));
 }
 
@@ -217,7 +218,8 @@ int imgfs_registry_new(const struct imgfs_ref *ref, const struct imgfs_fetch_con
 	*out = NULL;
 	pthread_once(&curl_once, curl_global);
 	if (curl_init_rc != CURLE_OK)
-		return imgfs_error_set(err, EIO, "curl_global_init: %s", curl_easy_strerror(curl_init_rc));
+		return imgfs_error_set(err, EIO, "curl_global_init: %s",
+				       curl_easy_strerror(curl_init_rc));
 	r = imgfs_xmalloc(sizeof(*r));
 	r->host = imgfs_ref_api_host(ref);
 	r->domain = imgfs_xstrdup(ref->domain);
@@ -316,23 +318,26 @@ int imgfs_parse_content_range(const char *v, uint64_t *start, uint64_t *end)
 }
 
 int imgfs_fetch_check_digest(const char *data, size_t len, const struct imgfs_digest *want,
-			     const char *header_digest, struct imgfs_digest *out, struct imgfs_error *err)
+			     const char *header_digest, struct imgfs_digest *out,
+			     struct imgfs_error *err)
 {
 	imgfs_digest_buf(want ? want->alg : IMGFS_SHA256, data, len, out);
 	if (want && !imgfs_digest_equal(want, out))
-		return imgfs_error_set(err, EIO, "digest mismatch: requested %s, content is %s", want->str,
-				       out->str);
+		return imgfs_error_set(err, EIO, "digest mismatch: requested %s, content is %s",
+				       want->str, out->str);
 	if (header_digest && *header_digest) {
 		struct imgfs_digest hd, actual;
 		struct imgfs_error herr;
 		if (imgfs_digest_parse(&hd, header_digest, &herr) < 0)
-			return imgfs_error_set(err, EIO, "registry sent an invalid Docker-Content-Digest: %s",
+			return imgfs_error_set(err, EIO,
+					       "registry sent an invalid Docker-Content-Digest: %s",
 					       herr.msg);
 		imgfs_digest_buf(hd.alg, data, len, &actual);
 		if (!imgfs_digest_equal(&hd, &actual))
-			return imgfs_error_set(err, EIO,
-					       "digest mismatch: Docker-Content-Digest says %s, content is %s",
-					       hd.str, actual.str);
+			return imgfs_error_set(
+			    err, EIO,
+			    "digest mismatch: Docker-Content-Digest says %s, content is %s", hd.str,
+			    actual.str);
 	}
 	return 0;
 }
@@ -370,12 +375,12 @@ struct xfer {
 	/* body state */
 	char *buf;
 	size_t len, cap;
-	uint64_t pos;	   /* BODY_SINK: absolute offset of the next byte the sink wants */
-	uint64_t range;	   /* BODY_SINK: the Range start sent for this hop */
-	uint64_t skip;	   /* bytes of this response to drop (server ignored Range on a retry) */
-	bool delivered;	   /* some byte went to the sink in this call */
-	int fail;	   /* why the write callback stopped: 0, or an errno */
-	CURL *easy;	   /* the handle of the hop in flight */
+	uint64_t pos;	/* BODY_SINK: absolute offset of the next byte the sink wants */
+	uint64_t range; /* BODY_SINK: the Range start sent for this hop */
+	uint64_t skip;	/* bytes of this response to drop (server ignored Range on a retry) */
+	bool delivered; /* some byte went to the sink in this call */
+	int fail;	/* why the write callback stopped: 0, or an errno */
+	CURL *easy;	/* the handle of the hop in flight */
 	struct imgfs_error *sink_err;
 	char fail_msg[256];
 };
@@ -388,7 +393,8 @@ static void xfer_reset_response(struct xfer *x)
 	free(x->content_encoding);
 	free(x->location);
 	free(x->www_auth);
-	x->content_type = x->dcd = x->content_range = x->content_encoding = x->location = x->www_auth = NULL;
+	x->content_type = x->dcd = x->content_range = x->content_encoding = x->location =
+	    x->www_auth = NULL;
 	x->status = 0;
 	x->retry_after = -1;
 	x->first_body = true;
@@ -476,7 +482,8 @@ static size_t on_header(char *line, size_t size, size_t nmemb, void *ud)
 	return n;
 }
 
-static int xfer_fail(struct xfer *x, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int xfer_fail(struct xfer *x, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static int xfer_fail(struct xfer *x, int code, const char *fmt, ...)
 {
 	va_list ap;
@@ -492,21 +499,26 @@ static int body_start(struct xfer *x, CURL *c)
 {
 	curl_off_t cl = -1;
 	if (x->content_encoding && strcasecmp(x->content_encoding, "identity"))
-		return xfer_fail(x, EIO, "unsupported Content-Encoding \"%.40s\"", x->content_encoding);
+		return xfer_fail(x, EIO, "unsupported Content-Encoding \"%.40s\"",
+				 x->content_encoding);
 	curl_easy_getinfo(c, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
 	if (x->mode == BODY_MEM) {
 		if (cl >= 0 && (uint64_t)cl > x->max)
-			return xfer_fail(x, EIO, "refusing %" PRId64 " byte body: limit is %zu bytes", (int64_t)cl,
-					 x->max);
+			return xfer_fail(x, EIO,
+					 "refusing %" PRId64 " byte body: limit is %zu bytes",
+					 (int64_t)cl, x->max);
 		return 1;
 	}
 	if (x->status == 206) {
 		uint64_t s, e;
 		if (!x->content_range || imgfs_parse_content_range(x->content_range, &s, &e) < 0)
-			return xfer_fail(x, EIO, "206 response with missing or bad Content-Range \"%.60s\"",
+			return xfer_fail(x, EIO,
+					 "206 response with missing or bad Content-Range \"%.60s\"",
 					 x->content_range ? x->content_range : "");
 		if (s != x->range)
-			return xfer_fail(x, EIO, "unhandled content range: asked for bytes %" PRIu64 "-, got %" PRIu64 "-",
+			return xfer_fail(x, EIO,
+					 "unhandled content range: asked for bytes %" PRIu64
+					 "-, got %" PRIu64 "-",
 					 x->range, s);
 		return 1;
 	}
@@ -610,7 +622,8 @@ static char *origin_of(const char *url)
 }
 
 /* Perform one HTTP exchange on url. Returns the CURLcode; x holds the response. */
-static CURLcode perform_hop(struct imgfs_registry *r, struct xfer *x, const char *url, const char *token)
+static CURLcode perform_hop(struct imgfs_registry *r, struct xfer *x, const char *url,
+			    const char *token)
 {
 	CURL *c = curl_easy_init();
 	struct curl_slist *hdrs = NULL;
@@ -647,8 +660,8 @@ static CURLcode perform_hop(struct imgfs_registry *r, struct xfer *x, const char
 	/* an error body cut at the cap is not a transport error */
 	/* an error body cut at the cap, or shorter than its Content-Length (Go's
 	 * http.ServeContent sends a 416 so), is not a transport error */
-	if ((rc == CURLE_WRITE_ERROR || rc == CURLE_PARTIAL_FILE || rc == CURLE_RECV_ERROR) && !x->fail &&
-	    x->status >= 300)
+	if ((rc == CURLE_WRITE_ERROR || rc == CURLE_PARTIAL_FILE || rc == CURLE_RECV_ERROR) &&
+	    !x->fail && x->status >= 300)
 		rc = CURLE_OK;
 	if (rc != CURLE_OK && !x->fail)
 		imgfs_curl_error(x->sink_err, c, rc, x->what, r->host);
@@ -672,11 +685,12 @@ static int next_hop(struct imgfs_registry *r, struct xfer *x, char **url, struct
 	    curl_url_set(u, CURLUPART_URL, x->location, 0) != CURLUE_OK ||
 	    curl_url_get(u, CURLUPART_URL, &nu, 0) != CURLUE_OK ||
 	    curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK) {
-		rc = imgfs_error_set(err, EIO, "%s %s/%s: HTTP %ld redirect with a missing or invalid Location",
-				     x->what, r->host, x->path, x->status);
+		rc = imgfs_error_set(
+		    err, EIO, "%s %s/%s: HTTP %ld redirect with a missing or invalid Location",
+		    x->what, r->host, x->path, x->status);
 	} else if (strcmp(scheme, "https") && !(r->insecure && !strcmp(scheme, "http"))) {
-		rc = imgfs_error_set(err, EACCES, "%s %s/%s: redirect to a %s URL refused", x->what, r->host,
-				     x->path, scheme);
+		rc = imgfs_error_set(err, EACCES, "%s %s/%s: redirect to a %s URL refused", x->what,
+				     r->host, x->path, scheme);
 	} else {
 		free(*url);
 		*url = imgfs_xstrdup(nu);
@@ -696,7 +710,8 @@ static void error_detail(const struct xfer *x, char *out, size_t outlen)
 	const char *msg = json_string_value(json_object_get(e0, "message"));
 	out[0] = '\0';
 	if (code || msg)
-		snprintf(out, outlen, "%.60s%s%.200s", code ? code : "", code && msg ? ": " : "", msg ? msg : "");
+		snprintf(out, outlen, "%.60s%s%.200s", code ? code : "", code && msg ? ": " : "",
+			 msg ? msg : "");
 	json_decref(root);
 	for (char *p = out; *p; p++)
 		if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f)
@@ -709,7 +724,8 @@ static bool tag_ok(const char *t)
 	if (n == 0 || n > 128 || t[0] == '.' || t[0] == '-')
 		return false;
 	for (size_t i = 0; i < n; i++)
-		if (!(isascii((unsigned char)t[i]) && (isalnum((unsigned char)t[i]) || strchr("_.-", t[i]))))
+		if (!(isascii((unsigned char)t[i]) &&
+		      (isalnum((unsigned char)t[i]) || strchr("_.-", t[i]))))
 			return false;
 	return true;
 }
@@ -724,21 +740,25 @@ static int status_error(struct imgfs_registry *r, struct xfer *x, struct imgfs_e
 	char detail[300];
 	char name[700];
 	long s = x->status;
-	snprintf(name, sizeof(name), "%s/%s%s%s", r->domain, x->path, ref_sep(x->reference), x->reference);
+	snprintf(name, sizeof(name), "%s/%s%s%s", r->domain, x->path, ref_sep(x->reference),
+		 x->reference);
 	error_detail(x, detail, sizeof(detail));
 	if (s == 404)
-		return imgfs_error_set(err, ENOENT, "%s %s: %s unknown%s%s%s", x->what, name, x->what,
-				       detail[0] ? " (" : "", detail, detail[0] ? ")" : "");
+		return imgfs_error_set(err, ENOENT, "%s %s: %s unknown%s%s%s", x->what, name,
+				       x->what, detail[0] ? " (" : "", detail,
+				       detail[0] ? ")" : "");
 	if (s == 401 || s == 403)
-		return imgfs_error_set(err, EACCES,
-				       "%s %s: pull access denied for %s/%s, repository does not exist or "
-				       "may require authorization: HTTP %ld%s%s",
-				       x->what, name, r->domain, x->path, s, detail[0] ? ": " : "", detail);
+		return imgfs_error_set(
+		    err, EACCES,
+		    "%s %s: pull access denied for %s/%s, repository does not exist or "
+		    "may require authorization: HTTP %ld%s%s",
+		    x->what, name, r->domain, x->path, s, detail[0] ? ": " : "", detail);
 	if (s == 429)
-		return imgfs_error_set(err, EAGAIN, "%s %s: HTTP 429 Too Many Requests%s%s", x->what, name,
-				       detail[0] ? ": " : "", detail);
+		return imgfs_error_set(err, EAGAIN, "%s %s: HTTP 429 Too Many Requests%s%s",
+				       x->what, name, detail[0] ? ": " : "", detail);
 	if (s == 416)
-		return imgfs_error_set(err, EIO, "%s %s: HTTP 416 Range Not Satisfiable", x->what, name);
+		return imgfs_error_set(err, EIO, "%s %s: HTTP 416 Range Not Satisfiable", x->what,
+				       name);
 	return imgfs_error_set(err, EIO, "%s %s: unexpected HTTP status %ld%s%s", x->what, name, s,
 			       detail[0] ? ": " : "", detail);
 }
@@ -757,7 +777,8 @@ static int range_done(struct imgfs_registry *r, struct xfer *x, struct imgfs_err
 			return 0;
 		if (!errno && *e == '\0' && e != cr + 8)
 			return imgfs_error_set(err, EIO,
-					       "blob %s/%s@%s: resuming at byte %" PRIu64 " but the blob is %llu bytes",
+					       "blob %s/%s@%s: resuming at byte %" PRIu64
+					       " but the blob is %llu bytes",
 					       r->domain, x->path, x->reference, x->range, total);
 	}
 	return status_error(r, x, err);
@@ -767,7 +788,8 @@ static int range_done(struct imgfs_registry *r, struct xfer *x, struct imgfs_err
  * One attempt: the request with its redirects and one Bearer round. 0 on a
  * 2xx (or 416 on a resumed blob: nothing left to send), else -1.
  */
-static int send_request(struct imgfs_registry *r, struct xfer *x, const char *url0, struct imgfs_error *err)
+static int send_request(struct imgfs_registry *r, struct xfer *x, const char *url0,
+			struct imgfs_error *err)
 {
 	_cleanup_free_ char *url = imgfs_xstrdup(url0);
 	_cleanup_free_ char *reg_origin = origin_of(r->base);
@@ -782,16 +804,18 @@ static int send_request(struct imgfs_registry *r, struct xfer *x, const char *ur
 		bool same = origin && reg_origin && !strcmp(origin, reg_origin);
 		CURLcode rc = perform_hop(r, x, url, same ? token : NULL);
 		if (x->fail > 0)
-			return imgfs_error_set(err, x->fail, "%s %s/%s%s%s: %s", x->what, r->domain, x->path,
-					       ref_sep(x->reference), x->reference, x->fail_msg);
+			return imgfs_error_set(err, x->fail, "%s %s/%s%s%s: %s", x->what, r->domain,
+					       x->path, ref_sep(x->reference), x->reference,
+					       x->fail_msg);
 		if (x->fail < 0)
 			return -1; /* the sink's error is in err */
 		if (rc != CURLE_OK)
 			return -1;
 		if (x->status >= 300 && x->status < 400 && x->status != 304) {
 			if (++hops > IMGFS_MAX_REDIRECTS)
-				return imgfs_error_set(err, EIO, "%s %s/%s: stopped after %d redirects", x->what,
-						       r->host, x->path, IMGFS_MAX_REDIRECTS);
+				return imgfs_error_set(
+				    err, EIO, "%s %s/%s: stopped after %d redirects", x->what,
+				    r->host, x->path, IMGFS_MAX_REDIRECTS);
 			if (next_hop(r, x, &url, err) < 0)
 				return -1;
 			continue;
@@ -812,7 +836,8 @@ static int send_request(struct imgfs_registry *r, struct xfer *x, const char *ur
 			arc = imgfs_auth_fetch_token(r, &plan, key, x->path, &token, err);
 			imgfs_auth_plan_destroy(&plan);
 			if (arc < 0)
-				return imgfs_error_wrap(err, "%s %s/%s", x->what, r->domain, x->path);
+				return imgfs_error_wrap(err, "%s %s/%s", x->what, r->domain,
+							x->path);
 			free(url);
 			url = imgfs_xstrdup(url0);
 			hops = 0;
@@ -835,14 +860,16 @@ static bool transient(struct xfer *x, const struct imgfs_error *err)
 	if (x->status == 429)
 		return x->retry_after >= 0 && x->retry_after <= MAX_RETRY_AFTER_S;
 	if (x->status == 0 || (x->status >= 200 && x->status < 300))
-		return err->code == ECONNREFUSED || err->code == ECONNRESET || err->code == ETIMEDOUT;
+		return err->code == ECONNREFUSED || err->code == ECONNRESET ||
+		       err->code == ETIMEDOUT;
 	return false;
 }
 
 static void backoff(int attempt, long retry_after)
 {
 	struct timespec ts;
-	double s = retry_after >= 0 ? (double)retry_after : 0.25 * (double)(1 << (2 * (attempt - 1)));
+	double s =
+	    retry_after >= 0 ? (double)retry_after : 0.25 * (double)(1 << (2 * (attempt - 1)));
 	ts.tv_sec = (time_t)s;
 	ts.tv_nsec = (long)((s - (double)ts.tv_sec) * 1e9);
 	nanosleep(&ts, NULL);
@@ -859,7 +886,8 @@ static int run(struct imgfs_registry *r, struct xfer *x, const char *url, struct
 			return 0;
 		if (attempt >= IMGFS_FETCH_ATTEMPTS || !transient(x, err))
 			return -1;
-		imgfs_warn("%s (attempt %d of %d, retrying%s)", err->msg, attempt, IMGFS_FETCH_ATTEMPTS,
+		imgfs_warn("%s (attempt %d of %d, retrying%s)", err->msg, attempt,
+			   IMGFS_FETCH_ATTEMPTS,
 			   x->mode == BODY_SINK && x->pos > before ? " from where it stopped" : "");
 		backoff(attempt, x->status == 429 ? x->retry_after : -1);
 	}
@@ -872,17 +900,23 @@ static int check_path(struct imgfs_registry *r, const char *path, struct imgfs_e
 	/* paths come from parsed references; refuse anything else before it reaches a URL */
 	for (const char *p = path; p && *p; p++)
 		if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || strchr("._-/", *p)))
-			return imgfs_error_set(err, EINVAL, "invalid repository path \"%.200s\"", path);
+			return imgfs_error_set(err, EINVAL, "invalid repository path \"%.200s\"",
+					       path);
 	if (!path || !*path || strstr(path, "..") || path[0] == '/')
-		return imgfs_error_set(err, EINVAL, "invalid repository path \"%.200s\"", path ? path : "");
+		return imgfs_error_set(err, EINVAL, "invalid repository path \"%.200s\"",
+				       path ? path : "");
 	return 0;
 }
 
-int imgfs_registry_get_manifest(struct imgfs_registry *r, const char *path, const char *reference, size_t max,
-				struct imgfs_fetched *out, struct imgfs_error *err)
+int imgfs_registry_get_manifest(struct imgfs_registry *r, const char *path, const char *reference,
+				size_t max, struct imgfs_fetched *out, struct imgfs_error *err)
 {
-	struct xfer x = {.what = "manifest", .path = path, .reference = reference, .accept = ACCEPT_MANIFESTS,
-			 .mode = BODY_MEM, .max = max};
+	struct xfer x = {.what = "manifest",
+			 .path = path,
+			 .reference = reference,
+			 .accept = ACCEPT_MANIFESTS,
+			 .mode = BODY_MEM,
+			 .max = max};
 	struct imgfs_digest want;
 	bool by_digest = strchr(reference, ':') != NULL;
 	_cleanup_free_ char *url = NULL;
@@ -899,9 +933,10 @@ int imgfs_registry_get_manifest(struct imgfs_registry *r, const char *path, cons
 	}
 	url = imgfs_xasprintf("%s/v2/%s/manifests/%s", r->base, path, reference);
 	rc = run(r, &x, url, err);
-	if (rc == 0 && imgfs_fetch_check_digest(x.buf ? x.buf : "", x.len, by_digest ? &want : NULL, x.dcd,
-						&out->digest, err) < 0) {
-		imgfs_error_wrap(err, "manifest %s/%s%s%s", r->domain, path, ref_sep(reference), reference);
+	if (rc == 0 && imgfs_fetch_check_digest(x.buf ? x.buf : "", x.len, by_digest ? &want : NULL,
+						x.dcd, &out->digest, err) < 0) {
+		imgfs_error_wrap(err, "manifest %s/%s%s%s", r->domain, path, ref_sep(reference),
+				 reference);
 		rc = -1;
 	}
 	if (rc == 0) {
@@ -909,14 +944,16 @@ int imgfs_registry_get_manifest(struct imgfs_registry *r, const char *path, cons
 		out->len = x.len;
 		out->content_type = imgfs_media_type_strip(x.content_type);
 		if (out->digest.hex)
-			out->digest.hex = out->digest.str + strlen(imgfs_digest_alg_name(out->digest.alg)) + 1;
+			out->digest.hex =
+			    out->digest.str + strlen(imgfs_digest_alg_name(out->digest.alg)) + 1;
 	}
 	xfer_destroy(&x);
 	return rc;
 }
 
-int imgfs_registry_get_blob_mem(struct imgfs_registry *r, const char *path, const struct imgfs_digest *d,
-				uint64_t expected_size, struct imgfs_fetched *out, struct imgfs_error *err)
+int imgfs_registry_get_blob_mem(struct imgfs_registry *r, const char *path,
+				const struct imgfs_digest *d, uint64_t expected_size,
+				struct imgfs_fetched *out, struct imgfs_error *err)
 {
 	struct xfer x = {.what = "blob", .path = path, .reference = d->str, .mode = BODY_MEM};
 	_cleanup_free_ char *url = NULL;
@@ -926,14 +963,17 @@ int imgfs_registry_get_blob_mem(struct imgfs_registry *r, const char *path, cons
 	if (check_path(r, path, err) < 0)
 		return -1;
 	if (expected_size > SIZE_MAX - 1)
-		return imgfs_error_set(err, EIO, "blob %s: size %" PRIu64 " too large", d->str, expected_size);
+		return imgfs_error_set(err, EIO, "blob %s: size %" PRIu64 " too large", d->str,
+				       expected_size);
 	x.max = (size_t)expected_size;
 	url = imgfs_xasprintf("%s/v2/%s/blobs/%s", r->base, path, d->str);
 	rc = run(r, &x, url, err);
 	if (rc == 0 && x.len != expected_size)
-		rc = imgfs_error_set(err, EIO, "blob %s/%s@%s: size mismatch: expected %" PRIu64 " bytes, got %zu",
-				     r->domain, path, d->str, expected_size, x.len);
-	if (rc == 0 && imgfs_fetch_check_digest(x.buf ? x.buf : "", x.len, d, NULL, &out->digest, err) < 0) {
+		rc = imgfs_error_set(
+		    err, EIO, "blob %s/%s@%s: size mismatch: expected %" PRIu64 " bytes, got %zu",
+		    r->domain, path, d->str, expected_size, x.len);
+	if (rc == 0 &&
+	    imgfs_fetch_check_digest(x.buf ? x.buf : "", x.len, d, NULL, &out->digest, err) < 0) {
 		imgfs_error_wrap(err, "blob %s/%s@%s", r->domain, path, d->str);
 		rc = -1;
 	}
@@ -941,18 +981,26 @@ int imgfs_registry_get_blob_mem(struct imgfs_registry *r, const char *path, cons
 		out->data = x.buf ? steal_pointer(&x.buf) : imgfs_xstrdup("");
 		out->len = x.len;
 		out->content_type = imgfs_media_type_strip(x.content_type);
-		out->digest.hex = out->digest.str + strlen(imgfs_digest_alg_name(out->digest.alg)) + 1;
+		out->digest.hex =
+		    out->digest.str + strlen(imgfs_digest_alg_name(out->digest.alg)) + 1;
 	}
 	xfer_destroy(&x);
 	return rc;
 }
 
-int imgfs_registry_get_blob(struct imgfs_registry *r, const char *path, const struct imgfs_digest *d,
-			    uint64_t offset, imgfs_sink_fn sink, void *ctx, bool *restarted,
-			    struct imgfs_error *err)
+int imgfs_registry_get_blob(struct imgfs_registry *r, const char *path,
+			    const struct imgfs_digest *d, uint64_t offset, imgfs_sink_fn sink,
+			    void *ctx, bool *restarted, struct imgfs_error *err)
 {
-	struct xfer x = {.what = "blob", .path = path, .reference = d->str, .mode = BODY_SINK,
-			 .sink = sink, .ctx = ctx, .restarted = restarted, .offset = offset, .pos = offset};
+	struct xfer x = {.what = "blob",
+			 .path = path,
+			 .reference = d->str,
+			 .mode = BODY_SINK,
+			 .sink = sink,
+			 .ctx = ctx,
+			 .restarted = restarted,
+			 .offset = offset,
+			 .pos = offset};
 	_cleanup_free_ char *url = NULL;
 	int rc;
 

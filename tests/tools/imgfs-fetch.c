@@ -51,8 +51,8 @@ static int write_out(const char *path, const char *data, size_t len)
 	return 0;
 }
 
-static int open_registry(const char *s, const struct opts *o, struct imgfs_ref *ref, struct imgfs_registry **r,
-			 struct imgfs_error *err)
+static int open_registry(const char *s, const struct opts *o, struct imgfs_ref *ref,
+			 struct imgfs_registry **r, struct imgfs_error *err)
 {
 	struct imgfs_fetch_config cfg;
 	char *list[17];
@@ -81,8 +81,10 @@ static int cmd_ref(const char *s)
 	b = imgfs_ref_store_name(&ref);
 	c = imgfs_ref_familiar(&ref);
 	d = imgfs_ref_api_host(&ref);
-	printf("string=%s\nstore_name=%s\nfamiliar=%s\napi_host=%s\ndomain=%s\npath=%s\ntag=%s\ndigest=%s\n", a, b,
-	       c, d, ref.domain, ref.path, ref.tag ? ref.tag : "", ref.has_digest ? ref.digest.str : "");
+	printf("string=%s\nstore_name=%s\nfamiliar=%s\napi_host=%s\ndomain=%s\npath=%s\ntag=%"
+	       "s\ndigest=%s\n",
+	       a, b, c, d, ref.domain, ref.path, ref.tag ? ref.tag : "",
+	       ref.has_digest ? ref.digest.str : "");
 	free(a);
 	free(b);
 	free(c);
@@ -103,8 +105,8 @@ static int cmd_manifest(const char *s, const struct opts *o)
 	rc = imgfs_registry_get_manifest(r, ref.path, ref.has_digest ? ref.digest.str : ref.tag,
 					 o->max ? o->max : IMGFS_MAX_MANIFEST_SIZE, &f, &err);
 	if (rc == 0) {
-		printf("digest=%s\nmedia_type=%s\nsize=%zu\n", f.digest.str, f.content_type ? f.content_type : "",
-		       f.len);
+		printf("digest=%s\nmedia_type=%s\nsize=%zu\n", f.digest.str,
+		       f.content_type ? f.content_type : "", f.len);
 		if (write_out(o->out, f.data, f.len) < 0)
 			rc = -1, imgfs_error_set(&err, EIO, "cannot write %s", o->out);
 		imgfs_fetched_destroy(&f);
@@ -114,8 +116,8 @@ static int cmd_manifest(const char *s, const struct opts *o)
 	return rc < 0 ? die(&err) : 0;
 }
 
-static int select_in(struct imgfs_registry *r, const struct imgfs_ref *ref, const struct imgfs_fetched *f,
-		     const char *plat, struct imgfs_error *err)
+static int select_in(struct imgfs_registry *r, const struct imgfs_ref *ref,
+		     const struct imgfs_fetched *f, const char *plat, struct imgfs_error *err)
 {
 	struct imgfs_index *idx;
 	struct imgfs_platform p;
@@ -131,14 +133,15 @@ static int select_in(struct imgfs_registry *r, const struct imgfs_ref *ref, cons
 	if (rc == 0) {
 		struct imgfs_fetched m;
 		char *ps = imgfs_platform_string(&idx->manifests[i].platform);
-		printf("chosen=%zu\nplatform=%s\nmanifest=%s\n", i, ps, idx->manifests[i].digest.str);
+		printf("chosen=%zu\nplatform=%s\nmanifest=%s\n", i, ps,
+		       idx->manifests[i].digest.str);
 		free(ps);
 		/* and the chosen manifest itself, by digest */
-		rc = imgfs_registry_get_manifest(r, ref->path, idx->manifests[i].digest.str, IMGFS_MAX_MANIFEST_SIZE,
-						 &m, err);
+		rc = imgfs_registry_get_manifest(r, ref->path, idx->manifests[i].digest.str,
+						 IMGFS_MAX_MANIFEST_SIZE, &m, err);
 		if (rc == 0) {
-			printf("manifest_media_type=%s\nmanifest_size=%zu\n", m.content_type ? m.content_type : "",
-			       m.len);
+			printf("manifest_media_type=%s\nmanifest_size=%zu\n",
+			       m.content_type ? m.content_type : "", m.len);
 			imgfs_fetched_destroy(&m);
 		}
 	}
@@ -193,7 +196,8 @@ static int file_sink(void *ctx, const void *buf, size_t len, struct imgfs_error 
 			return imgfs_error_errno(err, errno, "truncate");
 	}
 	if (fs->limit && fs->total + len > fs->limit)
-		return imgfs_error_set(err, EIO, "blob is larger than the expected %" PRIu64 " bytes", fs->limit);
+		return imgfs_error_set(
+		    err, EIO, "blob is larger than the expected %" PRIu64 " bytes", fs->limit);
 	if (imgfs_write_all(fs->fd, buf, len) < 0)
 		return imgfs_error_errno(err, errno, "write");
 	fs->total += len;
@@ -212,7 +216,8 @@ static int cmd_blob(const char *s, const char *dg, const char *file, const struc
 	if (imgfs_digest_parse(&d, dg, &err) < 0)
 		return die(&err);
 	fs.fd = open(file, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
-	if (fs.fd < 0 || ftruncate(fs.fd, (off_t)o->offset) < 0 || lseek(fs.fd, (off_t)o->offset, SEEK_SET) < 0) {
+	if (fs.fd < 0 || ftruncate(fs.fd, (off_t)o->offset) < 0 ||
+	    lseek(fs.fd, (off_t)o->offset, SEEK_SET) < 0) {
 		perror(file);
 		return 1;
 	}
@@ -256,9 +261,11 @@ static int cmd_blob_mem(const char *s, const char *dg, const char *size, const s
 
 static int usage(void)
 {
-	fprintf(stderr, "usage: imgfs-fetch [--insecure HOST] [--max N] [-o FILE] [--offset N] [--limit N]\n"
-			"  ref REF | manifest REF | select REF PLATFORM | blob REF DIGEST FILE |\n"
-			"  blob-mem REF DIGEST SIZE\n");
+	fprintf(
+	    stderr,
+	    "usage: imgfs-fetch [--insecure HOST] [--max N] [-o FILE] [--offset N] [--limit N]\n"
+	    "  ref REF | manifest REF | select REF PLATFORM | blob REF DIGEST FILE |\n"
+	    "  blob-mem REF DIGEST SIZE\n");
 	return 2;
 }
 

@@ -28,9 +28,9 @@ static void test_bearer_single_scope(void)
 {
 	size_t n;
 	struct imgfs_auth_challenge *c =
-		parse_ok("Bearer realm=\"https://auth.docker.io/token\",service=\"registry.docker.io\","
-			 "scope=\"repository:library/alpine:pull\"",
-			 &n);
+	    parse_ok("Bearer realm=\"https://auth.docker.io/token\",service=\"registry.docker.io\","
+		     "scope=\"repository:library/alpine:pull\"",
+		     &n);
 	CHECK(n == 1);
 	if (n != 1)
 		return;
@@ -45,18 +45,22 @@ static void test_bearer_single_scope(void)
 static void test_bearer_multiple_scopes(void)
 {
 	size_t n;
-	struct imgfs_auth_challenge *c = parse_ok(
-		"Bearer realm=\"https://a/t\", scope=\"repository:foo/bar:pull,push repository:foo/baz:pull\"", &n);
+	struct imgfs_auth_challenge *c =
+	    parse_ok("Bearer realm=\"https://a/t\", scope=\"repository:foo/bar:pull,push "
+		     "repository:foo/baz:pull\"",
+		     &n);
 	CHECK(n == 1);
 	if (n == 1)
-		CHECK_STR(imgfs_auth_param(&c[0], "scope"), "repository:foo/bar:pull,push repository:foo/baz:pull");
+		CHECK_STR(imgfs_auth_param(&c[0], "scope"),
+			  "repository:foo/bar:pull,push repository:foo/baz:pull");
 	imgfs_auth_challenges_free(c, n);
 }
 
 static void test_empty_and_token_values(void)
 {
 	size_t n;
-	struct imgfs_auth_challenge *c = parse_ok("Bearer empty=\"\", realm=https://a/t , Service = svc", &n);
+	struct imgfs_auth_challenge *c =
+	    parse_ok("Bearer empty=\"\", realm=https://a/t , Service = svc", &n);
 	CHECK(n == 1);
 	if (n == 1) {
 		CHECK_STR(imgfs_auth_param(&c[0], "empty"), "");
@@ -71,7 +75,7 @@ static void test_escapes_and_commas(void)
 {
 	size_t n;
 	struct imgfs_auth_challenge *c =
-		parse_ok("Bearer realm=\"https://a/\\\"x\\\"\",service=\"a,b\\\\c\",scope=\"x\"", &n);
+	    parse_ok("Bearer realm=\"https://a/\\\"x\\\"\",service=\"a,b\\\\c\",scope=\"x\"", &n);
 	CHECK(n == 1);
 	if (n == 1) {
 		CHECK_STR(imgfs_auth_param(&c[0], "realm"), "https://a/\"x\"");
@@ -152,11 +156,12 @@ static void test_plan_errors(void)
 	CHECK(plan.scheme == IMGFS_AUTH_BASIC);
 	imgfs_auth_plan_destroy(&plan);
 	/* error= is kept for the message */
-	CHECK(imgfs_auth_plan_from_header("Bearer realm=\"https://a\",error=\"invalid_token\"", &plan, &err) == 0);
+	CHECK(imgfs_auth_plan_from_header("Bearer realm=\"https://a\",error=\"invalid_token\"",
+					  &plan, &err) == 0);
 	CHECK_STR(plan.error, "invalid_token");
 	imgfs_auth_plan_destroy(&plan);
-	CHECK(imgfs_auth_plan_from_header("Bearer realm=\"https://a\",error=\"insufficient_scope\"", &plan, &err) ==
-	      0);
+	CHECK(imgfs_auth_plan_from_header("Bearer realm=\"https://a\",error=\"insufficient_scope\"",
+					  &plan, &err) == 0);
 	CHECK_STR(plan.error, "insufficient_scope");
 	imgfs_auth_plan_destroy(&plan);
 }
@@ -305,7 +310,8 @@ static void test_digest_checks(void)
 	hdr[10] = hdr[10] == 'a' ? 'b' : 'a';
 	CHECK(imgfs_fetch_check_digest(body, strlen(body), &want, hdr, &out, &err) < 0);
 	/* an unparsable header */
-	CHECK(imgfs_fetch_check_digest(body, strlen(body), NULL, "sha256:../../etc", &out, &err) < 0);
+	CHECK(imgfs_fetch_check_digest(body, strlen(body), NULL, "sha256:../../etc", &out, &err) <
+	      0);
 	CHECK(err.code == EIO);
 	/* a sha512 reference hashes with sha512 */
 	CHECK(imgfs_digest_parse(&want, other.str, &err) == 0);

@@ -10,28 +10,17 @@
 static const struct {
 	const char *in, *out;
 } norms[] = {
-	{"linux/amd64", "linux/amd64"},
-	{"linux/x86_64", "linux/amd64"},
-	{"linux/x86-64", "linux/amd64"},
-	{"Linux/AMD64", "linux/amd64"},
-	{"linux/amd64/v1", "linux/amd64"},
-	{"linux/amd64/v3", "linux/amd64/v3"},
-	{"linux/i386", "linux/386"},
-	{"linux/386", "linux/386"},
-	{"linux/aarch64", "linux/arm64/v8"},
-	{"linux/arm64", "linux/arm64/v8"},
-	{"linux/arm64/v8", "linux/arm64/v8"},
-	{"linux/arm64/8", "linux/arm64/v8"},
-	{"linux/armhf", "linux/arm/v7"},
-	{"linux/armel", "linux/arm/v6"},
-	{"linux/arm", "linux/arm/v7"},
-	{"linux/arm/7", "linux/arm/v7"},
-	{"linux/arm/v6", "linux/arm/v6"},
-	{"linux/arm/5", "linux/arm/v5"},
-	{"linux/s390x", "linux/s390x"},
-	{"linux/ppc64le", "linux/ppc64le"},
-	{"windows/amd64", "windows/amd64"},
-	{"macos/arm64", "darwin/arm64/v8"},
+    {"linux/amd64", "linux/amd64"},	  {"linux/x86_64", "linux/amd64"},
+    {"linux/x86-64", "linux/amd64"},	  {"Linux/AMD64", "linux/amd64"},
+    {"linux/amd64/v1", "linux/amd64"},	  {"linux/amd64/v3", "linux/amd64/v3"},
+    {"linux/i386", "linux/386"},	  {"linux/386", "linux/386"},
+    {"linux/aarch64", "linux/arm64/v8"},  {"linux/arm64", "linux/arm64/v8"},
+    {"linux/arm64/v8", "linux/arm64/v8"}, {"linux/arm64/8", "linux/arm64/v8"},
+    {"linux/armhf", "linux/arm/v7"},	  {"linux/armel", "linux/arm/v6"},
+    {"linux/arm", "linux/arm/v7"},	  {"linux/arm/7", "linux/arm/v7"},
+    {"linux/arm/v6", "linux/arm/v6"},	  {"linux/arm/5", "linux/arm/v5"},
+    {"linux/s390x", "linux/s390x"},	  {"linux/ppc64le", "linux/ppc64le"},
+    {"windows/amd64", "windows/amd64"},	  {"macos/arm64", "darwin/arm64/v8"},
 };
 
 static void test_normalize(void)
@@ -55,8 +44,9 @@ static void test_normalize(void)
 
 static void test_parse_errors(void)
 {
-	const char *bad[] = {"", "linux", "linux/", "/amd64", "linux/amd64/v7/x", "linux//v7", "linux/am d64",
-			     "linux/amd64/", "linux/../etc"};
+	const char *bad[] = {
+	    "",		 "linux",	 "linux/",	 "/amd64",	"linux/amd64/v7/x",
+	    "linux//v7", "linux/am d64", "linux/amd64/", "linux/../etc"};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		struct imgfs_platform p;
 		struct imgfs_error err;
@@ -93,7 +83,8 @@ static void test_host(void)
  */
 static struct imgfs_index *mkindex(const char *const *entries, size_t n)
 {
-	char *json = imgfs_xstrdup("{\"schemaVersion\":2,\"mediaType\":\"" IMGFS_MT_OCI_INDEX "\",\"manifests\":[");
+	char *json = imgfs_xstrdup("{\"schemaVersion\":2,\"mediaType\":\"" IMGFS_MT_OCI_INDEX
+				   "\",\"manifests\":[");
 	struct imgfs_index *idx = NULL;
 	struct imgfs_error err;
 	for (size_t i = 0; i < n; i++) {
@@ -110,17 +101,22 @@ static struct imgfs_index *mkindex(const char *const *entries, size_t n)
 			e += 4;
 		}
 		if (!strcmp(e, "att")) {
-			snprintf(plat, sizeof(plat), ",\"platform\":{\"os\":\"unknown\",\"architecture\":\"unknown\"}");
-			snprintf(ann, sizeof(ann), ",\"annotations\":{\"vnd.docker.reference.type\":\"attestation-manifest\"}");
+			snprintf(plat, sizeof(plat),
+				 ",\"platform\":{\"os\":\"unknown\",\"architecture\":\"unknown\"}");
+			snprintf(ann, sizeof(ann),
+				 ",\"annotations\":{\"vnd.docker.reference.type\":\"attestation-"
+				 "manifest\"}");
 		} else if (strcmp(e, "-")) {
 			char os[64], arch[64], var[64] = "";
 			if (sscanf(e, "%63[^/]/%63[^/]/%63s", os, arch, var) < 2)
 				abort();
-			snprintf(plat, sizeof(plat), ",\"platform\":{\"os\":\"%s\",\"architecture\":\"%s\"%s%s%s}", os,
+			snprintf(plat, sizeof(plat),
+				 ",\"platform\":{\"os\":\"%s\",\"architecture\":\"%s\"%s%s%s}", os,
 				 arch, var[0] ? ",\"variant\":\"" : "", var, var[0] ? "\"" : "");
 		}
-		next = imgfs_xasprintf("%s%s{\"mediaType\":\"%s\",\"digest\":\"sha256:%s\",\"size\":100%s%s}", json,
-				       i ? "," : "", mt, hex, plat, ann);
+		next = imgfs_xasprintf(
+		    "%s%s{\"mediaType\":\"%s\",\"digest\":\"sha256:%s\",\"size\":100%s%s}", json,
+		    i ? "," : "", mt, hex, plat, ann);
 		free(json);
 		json = next;
 	}
@@ -156,17 +152,17 @@ static int pick(const char *want, const char *const *entries, size_t n, struct i
 
 /* The M6 index, in an order that puts fallbacks before the best match. */
 static const char *const m6[] = {
-	"att",		  /* 0 */
-	"linux/386",	  /* 1 */
-	"linux/arm/v5",	  /* 2 */
-	"linux/arm/v6",	  /* 3 */
-	"linux/amd64/v3", /* 4 */
-	"linux/arm64",	  /* 5 */
-	"linux/arm/v7",	  /* 6 */
-	"linux/amd64",	  /* 7 */
-	"windows/amd64",  /* 8 */
-	"linux/arm64/v8", /* 9 */
-	"linux/arm/v8",	  /* 10 */
+    "att",	      /* 0 */
+    "linux/386",      /* 1 */
+    "linux/arm/v5",   /* 2 */
+    "linux/arm/v6",   /* 3 */
+    "linux/amd64/v3", /* 4 */
+    "linux/arm64",    /* 5 */
+    "linux/arm/v7",   /* 6 */
+    "linux/amd64",    /* 7 */
+    "windows/amd64",  /* 8 */
+    "linux/arm64/v8", /* 9 */
+    "linux/arm/v8",   /* 10 */
 };
 
 static void test_select_matrix(void)
@@ -192,7 +188,8 @@ static void test_select_matrix(void)
 static void test_select_fallbacks(void)
 {
 	struct imgfs_error err;
-	const char *arm_v5_v6[] = {"linux/arm/v5", "linux/arm/v6", "linux/arm64/v8", "linux/arm/v8"};
+	const char *arm_v5_v6[] = {"linux/arm/v5", "linux/arm/v6", "linux/arm64/v8",
+				   "linux/arm/v8"};
 	const char *arm_v5[] = {"linux/arm64", "linux/arm/v5"};
 	const char *only_v8[] = {"linux/arm64/v8", "linux/arm/v8", "linux/amd64"};
 	const char *amd_levels[] = {"linux/amd64/v2", "linux/386", "linux/amd64/v4"};
@@ -248,7 +245,9 @@ static void test_select_message(void)
 	const char *empty[] = {"unk:linux/s390x"};
 	CHECK(pick("linux/s390x", two, N(two), &err) == -1);
 	CHECK(err.code == ENOENT);
-	CHECK_STR(err.msg, "no manifest for platform linux/s390x in index (offered: linux/amd64, linux/arm64/v8)");
+	CHECK_STR(
+	    err.msg,
+	    "no manifest for platform linux/s390x in index (offered: linux/amd64, linux/arm64/v8)");
 	CHECK(pick("linux/s390x", empty, 0, &err) == -1);
 	CHECK_STR(err.msg, "no manifest for platform linux/s390x in index (offered: none)");
 }
