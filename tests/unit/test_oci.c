@@ -245,6 +245,39 @@ static void test_parse_empty_index(void)
 	imgfs_index_free(idx);
 }
 
+static void test_parse_large_index(void)
+{
+	/* 15,000 entries (about 3.3 MB, under the cap) parse in linear time. */
+	const size_t n = 15000;
+	size_t cap = n * 300 + 200, len = 0;
+	char *buf = imgfs_xmalloc(cap);
+	struct imgfs_index *idx = NULL;
+	struct imgfs_error err = {0};
+	double t0;
+
+	len += (size_t)snprintf(buf + len, cap - len, "{\"schemaVersion\":2,\"manifests\":[");
+	for (size_t i = 0; i < n; i++)
+		len += (size_t)snprintf(
+		    buf + len, cap - len,
+		    "%s{\"mediaType\":\"%s\",\"digest\":\"sha256:%064zx\",\"size\":%zu,"
+		    "\"platform\":{\"os\":\"linux\",\"architecture\":\"amd64\"}}",
+		    i ? "," : "", IMGFS_MT_OCI_MANIFEST, i, i);
+	len += (size_t)snprintf(buf + len, cap - len, "]}");
+	CHECK(len < IMGFS_MAX_MANIFEST_SIZE);
+	t0 = imgfs_now();
+	CHECK(imgfs_oci_parse_index(buf, len, &idx, &err) == 0);
+	if (err.code)
+		fprintf(stderr, "  %s\n", err.msg);
+	CHECK(imgfs_now() - t0 < 5.0);
+	CHECK(idx && idx->n_manifests == n);
+	if (idx) {
+		CHECK(idx->manifests[n - 1].size == n - 1);
+		CHECK(!strcmp(idx->manifests[12345].digest.hex + 60, "3039"));
+	}
+	imgfs_index_free(idx);
+	free(buf);
+}
+
 static void test_parse_config(void)
 {
 	size_t len;
@@ -443,6 +476,7 @@ int main(void)
 	RUN(test_parse_manifest_limits);
 	RUN(test_parse_index);
 	RUN(test_parse_empty_index);
+	RUN(test_parse_large_index);
 	RUN(test_parse_config);
 	RUN(test_count_mismatch_is_callers_job);
 	RUN(test_platform_string);

@@ -627,6 +627,47 @@ static void test_snapshots(void)
 	remove_root(root);
 }
 
+struct chain_lock_test {
+	struct imgfs_store *s;
+	struct imgfs_digest chain;
+	double unlocked_at, got_at;
+};
+
+static void *chain_locker(void *arg)
+{
+	struct chain_lock_test *t = arg;
+	struct imgfs_error err;
+	int fd = -1;
+	if (imgfs_store_snapshot_lock(t->s, &t->chain, &fd, &err) == 0) {
+		t->got_at = imgfs_now();
+		imgfs_store_snapshot_unlock(fd);
+	}
+	return NULL;
+}
+
+static void test_chain_lock_threads(void)
+{
+	char *root = new_root();
+	struct chain_lock_test t = {.s = open_store(root)};
+	struct imgfs_error err;
+	pthread_t th;
+	int fd = -1;
+
+	CHECK(t.s != NULL);
+	if (!t.s)
+		return;
+	digest_of("chain", &t.chain);
+	CHECK(imgfs_store_snapshot_lock(t.s, &t.chain, &fd, &err) == 0);
+	pthread_create(&th, NULL, chain_locker, &t);
+	usleep(200000);
+	t.unlocked_at = imgfs_now();
+	imgfs_store_snapshot_unlock(fd);
+	pthread_join(th, NULL);
+	CHECK(t.got_at > 0 && t.got_at >= t.unlocked_at);
+	imgfs_store_close(t.s);
+	remove_root(root);
+}
+
 /* ---- gc ---------------------------------------------------------------------- */
 
 static int gc_seen;
@@ -737,6 +778,31 @@ static void test_gc(void)
 
 /* ---- two processes -------------------------------------------------------------- */
 
+/* Both processes download the same 2 MB blob: one writes it, the other waits
+ * and finds it committed (or resumes the first one's data). */
+static int ingest_big(struct imgfs_store *s)
+{
+	static char data[2 << 20];
+	struct imgfs_ingest *w = NULL;
+	struct imgfs_error err;
+	struct imgfs_digest d;
+
+	fill(data, sizeof(data), 99);
+	imgfs_digest_buf(IMGFS_SHA256, data, sizeof(data), &d);
+	if (imgfs_ingest_open(s, &d, sizeof(data), &w, &err) < 0)
+		return -1;
+	if (!w)
+		return 0;
+	for (size_t off = imgfs_ingest_offset(w); off < sizeof(data); off += 65536) {
+		usleep(1000);
+		if (imgfs_ingest_write(w, data + off, 65536, &err) < 0) {
+			imgfs_ingest_abort(w);
+			return -1;
+		}
+	}
+	return imgfs_ingest_commit(w, NULL, &err);
+}
+
 static int worker(const char *root, const char *prefix, int n)
 {
 	struct imgfs_store *s = open_store(root);
@@ -746,6 +812,7 @@ static int worker(const char *root, const char *prefix, int n)
 
 	if (!s)
 		return 1;
+	bad += ingest_big(s) < 0;
 	for (int i = 0; i < n; i++) {
 		char name[64], content[64];
 		json_t *rec;
@@ -799,11 +866,13 @@ static void test_two_processes(void)
 	s = open_store(root);
 	CHECK(s && imgfs_store_list_images(s, count_cb, &n, &err) == 0);
 	CHECK(n == 300);
-	CHECK(count_entries(root, "blobs/sha256") == 301);
+	/* The shared 2 MB blob is referenced by no image: gc takes it. */
+	CHECK(count_entries(root, "blobs/sha256") == 302);
 	CHECK(count_entries(root, "ingest") == 0);
 	/* Everything is referenced: gc removes nothing. */
 	CHECK(s && imgfs_store_gc(s, NULL, NULL, &rep, &err) == 0);
-	CHECK(rep.blobs_removed == 0);
+	CHECK(rep.blobs_removed == 1 && rep.blob_bytes == 2 << 20);
+	CHECK(count_entries(root, "blobs/sha256") == 301);
 	imgfs_store_close(s);
 	remove_root(root);
 }
@@ -821,6 +890,7 @@ int main(void)
 	RUN(test_ingest_resume_and_reset);
 	RUN(test_ingest_two_threads);
 	RUN(test_snapshots);
+	RUN(test_chain_lock_threads);
 	RUN(test_gc);
 	RUN(test_two_processes);
 	TEST_DONE();
