@@ -18,6 +18,8 @@ static const char usage_text[] =
 	"  inspect [--json] REF      show an image's manifest, config and layers\n"
 	"  rm REF...                 remove images (then collect garbage)\n"
 	"  gc                        remove blobs and snapshots no image references\n"
+	"  mount [-f] [-o OPTS] DIR  mount the images as a tree at DIR (imgfs(5))\n"
+	"  reset REF                 discard the writes made in an image's rootfs/\n"
 	"\n"
 	"Options:\n"
 	"  --store DIR     the store (default $IMGFS_STORE, else " IMGFS_DEFAULT_STORE ")\n"
@@ -33,6 +35,7 @@ static const struct {
 } commands[] = {
 	{"pull", cmd_pull},   {"import", cmd_import}, {"images", cmd_images},
 	{"inspect", cmd_inspect}, {"rm", cmd_rm},     {"gc", cmd_gc},
+	{"mount", cmd_mount},	  {"reset", cmd_reset},
 };
 
 bool cli_is_help(const char *arg)

@@ -1,0 +1,155 @@
+// SPDX-License-Identifier: Apache-2.0
+/* imgfs mount (the FUSE daemon) and imgfs reset (discard a rootfs's writes). */
+#include "cli.h"
+#include "../fs/fs.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+
+static int mount_usage(FILE *f)
+{
+	fputs("Usage: imgfs mount [-f] [-o OPTIONS] DIR\n"
+	      "\n"
+	      "Mount the store's images as a tree at DIR (see imgfs(5)). Without -f the\n"
+	      "daemon detaches and logs to syslog. `umount DIR` or `fusermount3 -u DIR`\n"
+	      "ends it.\n"
+	      "\n"
+	      "  -f              stay in the foreground, log to stderr\n"
+	      "  -o OPTIONS      comma-separated:\n"
+	      "     store=DIR    the store (default: --store, $IMGFS_STORE, " IMGFS_DEFAULT_STORE ")\n"
+	      "     config=FILE  registry configuration for pulls under pull/\n"
+	      "     allow_other  let other users see the tree\n"
+	      "     ro           rootfs/ is read-only too\n"
+	      "     debug        trace every request (implies -f)\n"
+	      "  rw, suid, nosuid, dev, nodev, exec, noexec, atime, noatime, auto, noauto,\n"
+	      "  user, nouser, defaults, _netdev and x-* (from fstab) are accepted and ignored.\n",
+	      f);
+	return f == stdout ? 0 : EXIT_USAGE;
+}
+
+static bool ignored_option(const char *o)
+{
+	static const char *const names[] = {"rw",	  "suid",   "nosuid",  "dev",  "nodev",  "exec",
+					    "noexec",	  "atime",  "noatime", "auto", "noauto", "user",
+					    "nouser",	  "users",  "defaults", "_netdev", "nofail", "relatime",
+					    "strictatime", "async", "sync", NULL};
+	if (!strncmp(o, "x-", 2) || !strncmp(o, "comment=", 8))
+		return true;
+	for (size_t i = 0; names[i]; i++) {
+		if (!strcmp(o, names[i]))
+			return true;
+	}
+	return false;
+}
+
+/* Re-run with --config FILE so the registry settings are loaded as everywhere else. */
+static int reexec_with_config(struct cli *cli, const char *config, int argc, char **argv)
+{
+	char **nargv = calloc((size_t)argc + 8, sizeof(char *));
+	int n = 0;
+
+	if (!nargv)
+		return 1;
+	nargv[n++] = "imgfs";
+	nargv[n++] = "--store";
+	nargv[n++] = (char *)cli->store_dir;
+	nargv[n++] = "--config";
+	nargv[n++] = (char *)config;
+	for (int i = 0; i < argc; i++)
+		nargv[n++] = argv[i];
+	execv("/proc/self/exe", nargv);
+	perror("imgfs mount: exec");
+	free(nargv);
+	return 1;
+}
+
+static int parse_options(struct cli *cli, char *opts, struct imgfs_fs_opts *fo, const char **config)
+{
+	char *save = NULL;
+
+	for (char *o = strtok_r(opts, ",", &save); o; o = strtok_r(NULL, ",", &save)) {
+		if (!strncmp(o, "store=", 6))
+			cli->store_dir = o + 6;
+		else if (!strncmp(o, "config=", 7))
+			*config = o + 7;
+		else if (!strcmp(o, "allow_other"))
+			fo->allow_other = true;
+		else if (!strcmp(o, "ro"))
+			fo->read_only = true;
+		else if (!strcmp(o, "debug"))
+			fo->debug = fo->foreground = true;
+		else if (!ignored_option(o))
+			return cli_usage_error("mount", "unknown option '%s'", o);
+	}
+	return 0;
+}
+
+int cmd_mount(struct cli *cli, int argc, char **argv)
+{
+	static const struct option opts[] = {{"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+	struct imgfs_fs_opts fo = {.fetch = &cli->fetch};
+	struct imgfs_error err = {0};
+	const char *config = NULL;
+	int c, rc;
+
+	optind = 0;
+	while ((c = getopt_long(argc, argv, "+fo:hsnv", opts, NULL)) != -1) {
+		switch (c) {
+		case 'f':
+			fo.foreground = true;
+			break;
+		case 'o':
+			/* a copy that lives as long as the command: store_dir points into it */
+			rc = parse_options(cli, imgfs_xstrdup(optarg), &fo, &config);
+			if (rc)
+				return rc;
+			break;
+		case 's': /* -s (single thread) and -n (no mtab) as mount(8) may pass: ignored */
+		case 'n':
+		case 'v':
+			break;
+		case 'h':
+			return mount_usage(stdout);
+		default:
+			return mount_usage(stderr);
+		}
+	}
+	if (optind != argc - 1)
+		return cli_usage_error("mount", "expected one mount point");
+	if (config && strcmp(config, cli->config_path))
+		return reexec_with_config(cli, config, argc, argv);
+	fo.mountpoint = argv[optind];
+	fo.store_dir = cli->store_dir;
+	rc = imgfs_fs_main(&fo, &err);
+	return rc < 0 ? cli_fail(&err) : 0;
+}
+
+int cmd_reset(struct cli *cli, int argc, char **argv)
+{
+	struct imgfs_error err = {0};
+	_cleanup_free_ char *name = NULL;
+	struct imgfs_store *s;
+	json_t *rec = NULL;
+	int rc;
+
+	if (argc == 2 && cli_is_help(argv[1])) {
+		fputs("Usage: imgfs reset REF\n"
+		      "\n"
+		      "Discard the changes made in the image's rootfs/ (empty its upper\n"
+		      "directory). Refused while a mounted imgfs has that rootfs in use.\n",
+		      stdout);
+		return 0;
+	}
+	if (argc != 2)
+		return cli_usage_error("reset", "expected one image reference");
+	s = cli_open_store(cli);
+	if (!s)
+		return 1;
+	rc = imgfs_pull_lookup(s, argv[1], &name, &rec, &err);
+	json_decref(rec);
+	if (rc == 0)
+		rc = imgfs_fs_reset(s, name, &err);
+	imgfs_store_close(s);
+	return rc < 0 ? cli_fail(&err) : 0;
+}

@@ -1,0 +1,202 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Private to the filesystem: the daemon state, inodes, the virtual tree, pulls. */
+#ifndef IMGFS_FS_I_H
+#define IMGFS_FS_I_H
+
+#define FUSE_USE_VERSION 314
+#include <fuse_lowlevel.h>
+
+#include "fs.h"
+
+#include <pthread.h>
+#include <sys/stat.h>
+
+/* Timeouts (seconds) the kernel may cache entries and attributes for. */
+#define FS_TIMEOUT_IMMUTABLE 86400.0 /* blobs, layers, snapshots */
+#define FS_TIMEOUT_ROOTFS 1.0        /* writable overlay: we are its only writer */
+#define FS_TIMEOUT_VIRTUAL 1.0       /* image names: `imgfs pull`/`rm` from outside */
+
+/* ---- backings and views (inode.c) ---------------------------------------- */
+
+/*
+ * A backing: a directory the daemon serves from, opened once and shared: the
+ * store's blobs/ dir, one snapshot dir, or a detached overlay mount (never
+ * attached anywhere: it lives as long as this fd and the inode fds inside it).
+ * Backings live until the daemon exits.
+ */
+struct fs_backing {
+	char *key; /* "blobs", "layer:<hex>", "snap:<hex>", "rootfs:<image name>" */
+	int fd;    /* O_PATH fd of the root */
+	int lockfd; /* rootfs: shared flock on the upper dir's lock file, else -1 */
+	struct fs_backing *next; /* fs->backing_lock */
+};
+
+/*
+ * A view: one backing shown at one virtual path. Inodes are keyed by view, so
+ * a directory reached by two virtual paths (alpine/3.18/layers/0 and
+ * layers/<diffID>) is two FUSE directories and the kernel never sees one
+ * directory with two parents.
+ */
+struct fs_view {
+	char *vpath;
+	struct fs_backing *b;
+	bool immutable; /* long timeouts, keep_cache */
+	bool writable;  /* rootfs/ of a read-write mount */
+	struct fs_view *next; /* fs->backing_lock */
+};
+
+enum fs_kind { FS_VIRT = 1, FS_PASS = 2 };
+
+struct fs_inode {
+	enum fs_kind kind;
+	uint64_t nlookup;        /* fs->inode_lock */
+	struct fs_inode *hnext;  /* fs->inode_lock */
+	/* FS_PASS (immutable after creation) */
+	struct fs_view *view;
+	int fd; /* O_PATH|O_NOFOLLOW */
+	dev_t dev;
+	ino_t ino;
+	mode_t type; /* S_IFMT bits */
+	/* FS_VIRT (immutable after creation) */
+	char *path; /* "/alpine/3.18.3/layers" */
+	uint64_t vino;
+};
+
+/* ---- the catalog of images (tree.c) -------------------------------------- */
+
+struct fs_image {
+	char *name;   /* store name "docker.io/library/alpine:3.18.3" */
+	char **comps; /* tree path components: "alpine", "3.18.3" */
+	size_t ncomps;
+	json_t *rec;
+};
+
+/* An immutable snapshot of the store's image list; refcounted. */
+struct fs_catalog {
+	int refs; /* fs->cat_lock */
+	size_t n;
+	struct fs_image *images;
+	struct timespec when;
+};
+
+/* ---- the daemon ------------------------------------------------------------ */
+
+struct fs_pull;
+
+struct fs_failure {
+	time_t when;
+	char *ref;
+	int code;
+	char *msg;
+};
+#define FS_MAX_FAILURES 20
+
+struct fs {
+	struct imgfs_store *store;
+	const char *root; /* the store's root */
+	const struct imgfs_fetch_config *fetch;
+	bool read_only;
+	bool debug;
+	struct fuse_session *se;
+	char *meta_path; /* <root>/meta/data.mdb: its mtime tells when to re-list */
+
+	pthread_mutex_t inode_lock;
+	struct fs_inode root_inode;
+	struct fs_inode **htab; /* inode_lock */
+	size_t hsize, hcount;
+
+	pthread_mutex_t backing_lock;
+	struct fs_backing *backings;
+	struct fs_view *views;
+
+	pthread_mutex_t cat_lock;
+	struct fs_catalog *cat; /* cat_lock */
+	struct timespec cat_mtime; /* cat_lock: data.mdb mtime when listed */
+	double cat_listed;         /* cat_lock: imgfs_now() when listed */
+	bool cat_dirty;            /* cat_lock: a pull finished */
+
+	pthread_mutex_t pull_lock;
+	pthread_cond_t pull_cond;      /* broadcast when any pull finishes */
+	struct fs_pull *pulls;         /* pull_lock */
+	struct fs_failure failures[FS_MAX_FAILURES]; /* pull_lock, ring */
+	size_t n_failures;                            /* pull_lock, total ever */
+	size_t pulls_running;                         /* pull_lock */
+};
+
+/* inode.c */
+int fs_inodes_init(struct fs *fs);
+struct fs_inode *fs_inode_get(struct fs *fs, fuse_ino_t ino);
+fuse_ino_t fs_inode_id(struct fs *fs, struct fs_inode *in);
+/* Find or create the passthrough inode for fd (takes ownership of fd in every
+ * case) in view, and count one lookup. 0 or -errno; *st filled. */
+int fs_inode_pass(struct fs *fs, struct fs_view *view, int fd, struct stat *st, struct fs_inode **out);
+/* Find or create the virtual inode for path, counting one lookup. */
+struct fs_inode *fs_inode_virt(struct fs *fs, const char *path);
+void fs_inode_forget(struct fs *fs, struct fs_inode *in, uint64_t n);
+uint64_t fs_path_ino(const char *path);
+/* The view for vpath over the backing named key, made with make() on first use. */
+struct fs_view *fs_view_get(struct fs *fs, const char *vpath, const char *key, bool immutable,
+			    bool writable, int (*make)(struct fs *fs, void *ctx, struct fs_backing *b),
+			    void *ctx, int *errp);
+
+/* overlay.c: a detached overlay mount (lowers top-most first). O_PATH-like fd or -errno. */
+int fs_overlay_detached(const char *const *lowers, size_t n, const char *upper, const char *work, bool rdonly,
+			struct imgfs_error *err);
+
+/* tree.c */
+struct fs_catalog *fs_catalog_get(struct fs *fs);
+void fs_catalog_put(struct fs *fs, struct fs_catalog *c);
+void fs_catalog_invalidate(struct fs *fs);
+void fs_catalog_free_all(struct fs *fs);
+
+enum fs_node_type {
+	FS_NODE_DIR = 1,  /* a virtual directory */
+	FS_NODE_GEN,      /* a virtual file with generated content */
+	FS_NODE_BLOB,     /* a blob file (manifest.json, config.json, index.json) */
+	FS_NODE_VIEW,     /* the root of a passthrough view */
+	FS_NODE_PULL,     /* a complete reference under pull/ not in the store yet */
+};
+enum fs_view_kind { FS_VIEW_BLOBS = 1, FS_VIEW_LAYER, FS_VIEW_SNAPSHOT, FS_VIEW_ROOTFS };
+
+struct fs_node {
+	enum fs_node_type type;
+	/* GEN: content (caller frees) */
+	char *content;
+	size_t len;
+	/* BLOB: "sha256/<hex>" below the blobs dir */
+	char blob[IMGFS_DIGEST_MAX + 8];
+	/* VIEW */
+	enum fs_view_kind view;
+	char *key;     /* the backing's key */
+	char *key_arg; /* layer, snapshot: chainID; rootfs: image name */
+	/* PULL */
+	char *ref;
+	/* attributes for DIR/GEN */
+	time_t mtime;
+	nlink_t nlink;
+};
+void fs_node_destroy(struct fs_node *n);
+/* Resolve a virtual path. 0 or -errno (ENOENT). */
+int fs_tree_resolve(struct fs *fs, const char *path, struct fs_node *out);
+
+struct fs_dirent {
+	char *name;
+	mode_t type; /* S_IFDIR, S_IFREG */
+};
+/* The entries of a virtual directory (without . and ..). */
+int fs_tree_list(struct fs *fs, const char *path, struct fs_dirent **out, size_t *n);
+void fs_dirents_free(struct fs_dirent *d, size_t n);
+
+/* Open the backing of a view node (in b->fd); used through fs_view_get. */
+int fs_tree_make_backing(struct fs *fs, const struct fs_node *node, struct fs_backing *b);
+
+/* pull.c */
+/* Pull ref (shared with concurrent callers) and wait; -EINTR when req is
+ * interrupted (the pull goes on). 0 or -errno. */
+int fs_pull_wait(struct fs *fs, const char *ref, fuse_req_t req);
+char *fs_status_text(struct fs *fs, size_t *len);
+
+/* ops.c */
+extern const struct fuse_lowlevel_ops fs_ops;
+
+#endif

@@ -1,0 +1,255 @@
+// SPDX-License-Identifier: Apache-2.0
+/*
+ * The inode table. A FUSE node id is the address of its struct fs_inode (the
+ * root is id 1). Passthrough inodes are keyed by (view, st_dev, st_ino) of the
+ * backing inode, virtual ones by their path, so a file keeps its node id (and
+ * st_ino) while mounted. Lookup counts follow the kernel's forget semantics.
+ */
+#include "fs_i.h"
+
+#include <string.h>
+
+static uint64_t mix64(uint64_t x)
+{
+	x ^= x >> 33;
+	x *= 0xff51afd7ed558ccdULL;
+	x ^= x >> 33;
+	x *= 0xc4ceb9fe1a85ec53ULL;
+	x ^= x >> 33;
+	return x;
+}
+
+/* A stable inode number for a virtual path (FNV-1a, top bit set so it stays
+ * clear of most backing inode numbers). */
+uint64_t fs_path_ino(const char *path)
+{
+	uint64_t h = 0xcbf29ce484222325ULL;
+	for (const unsigned char *p = (const unsigned char *)path; *p; p++)
+		h = (h ^ *p) * 0x100000001b3ULL;
+	return h | (1ULL << 63);
+}
+
+static uint64_t hash_pass(const struct fs_view *v, dev_t dev, ino_t ino)
+{
+	return mix64((uint64_t)(uintptr_t)v ^ mix64((uint64_t)dev) ^ mix64((uint64_t)ino * 31));
+}
+
+static uint64_t inode_hash(const struct fs_inode *in)
+{
+	return in->kind == FS_PASS ? hash_pass(in->view, in->dev, in->ino) : in->vino;
+}
+
+int fs_inodes_init(struct fs *fs)
+{
+	pthread_mutex_init(&fs->inode_lock, NULL);
+	fs->hsize = 1024;
+	fs->htab = calloc(fs->hsize, sizeof(*fs->htab));
+	if (!fs->htab)
+		return -ENOMEM;
+	fs->root_inode.kind = FS_VIRT;
+	fs->root_inode.path = imgfs_xstrdup("/");
+	fs->root_inode.vino = 1;
+	fs->root_inode.fd = -1;
+	fs->root_inode.nlookup = 1;
+	return 0;
+}
+
+struct fs_inode *fs_inode_get(struct fs *fs, fuse_ino_t ino)
+{
+	if (ino == FUSE_ROOT_ID)
+		return &fs->root_inode;
+	return (struct fs_inode *)(uintptr_t)ino;
+}
+
+fuse_ino_t fs_inode_id(struct fs *fs, struct fs_inode *in)
+{
+	return in == &fs->root_inode ? FUSE_ROOT_ID : (fuse_ino_t)(uintptr_t)in;
+}
+
+/* inode_lock held. */
+static void table_grow(struct fs *fs)
+{
+	size_t nsize = fs->hsize * 2;
+	struct fs_inode **n = calloc(nsize, sizeof(*n));
+	if (!n)
+		return; /* keep the longer chains */
+	for (size_t i = 0; i < fs->hsize; i++) {
+		struct fs_inode *in = fs->htab[i], *next;
+		for (; in; in = next) {
+			next = in->hnext;
+			size_t b = inode_hash(in) & (nsize - 1);
+			in->hnext = n[b];
+			n[b] = in;
+		}
+	}
+	free(fs->htab);
+	fs->htab = n;
+	fs->hsize = nsize;
+}
+
+/* inode_lock held. */
+static void table_insert(struct fs *fs, struct fs_inode *in)
+{
+	if (fs->hcount + 1 > fs->hsize)
+		table_grow(fs);
+	size_t b = inode_hash(in) & (fs->hsize - 1);
+	in->hnext = fs->htab[b];
+	fs->htab[b] = in;
+	fs->hcount++;
+}
+
+int fs_inode_pass(struct fs *fs, struct fs_view *view, int fd, struct stat *st, struct fs_inode **out)
+{
+	struct fs_inode *in, *fresh;
+
+	if (fstatat(fd, "", st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) {
+		int e = errno;
+		close(fd);
+		return -e;
+	}
+	pthread_mutex_lock(&fs->inode_lock);
+	for (in = fs->htab[hash_pass(view, st->st_dev, st->st_ino) & (fs->hsize - 1)]; in; in = in->hnext) {
+		if (in->kind == FS_PASS && in->view == view && in->dev == st->st_dev && in->ino == st->st_ino)
+			break;
+	}
+	if (in) {
+		in->nlookup++;
+		pthread_mutex_unlock(&fs->inode_lock);
+		close(fd);
+		*out = in;
+		return 0;
+	}
+	fresh = calloc(1, sizeof(*fresh));
+	if (!fresh) {
+		pthread_mutex_unlock(&fs->inode_lock);
+		close(fd);
+		return -ENOMEM;
+	}
+	fresh->kind = FS_PASS;
+	fresh->view = view;
+	fresh->fd = fd;
+	fresh->dev = st->st_dev;
+	fresh->ino = st->st_ino;
+	fresh->type = st->st_mode & S_IFMT;
+	fresh->nlookup = 1;
+	table_insert(fs, fresh);
+	pthread_mutex_unlock(&fs->inode_lock);
+	*out = fresh;
+	return 0;
+}
+
+struct fs_inode *fs_inode_virt(struct fs *fs, const char *path)
+{
+	uint64_t h = fs_path_ino(path);
+	struct fs_inode *in;
+
+	if (!strcmp(path, "/")) {
+		pthread_mutex_lock(&fs->inode_lock);
+		fs->root_inode.nlookup++;
+		pthread_mutex_unlock(&fs->inode_lock);
+		return &fs->root_inode;
+	}
+	pthread_mutex_lock(&fs->inode_lock);
+	for (in = fs->htab[h & (fs->hsize - 1)]; in; in = in->hnext) {
+		if (in->kind == FS_VIRT && in->vino == h && !strcmp(in->path, path))
+			break;
+	}
+	if (!in) {
+		in = calloc(1, sizeof(*in));
+		if (in)
+			in->path = strdup(path);
+		if (!in || !in->path) {
+			free(in);
+			pthread_mutex_unlock(&fs->inode_lock);
+			return NULL;
+		}
+		in->kind = FS_VIRT;
+		in->vino = h;
+		in->fd = -1;
+		table_insert(fs, in);
+	}
+	in->nlookup++;
+	pthread_mutex_unlock(&fs->inode_lock);
+	return in;
+}
+
+void fs_inode_forget(struct fs *fs, struct fs_inode *in, uint64_t n)
+{
+	struct fs_inode **pp;
+
+	pthread_mutex_lock(&fs->inode_lock);
+	if (n > in->nlookup)
+		n = in->nlookup;
+	in->nlookup -= n;
+	if (in->nlookup || in == &fs->root_inode) {
+		pthread_mutex_unlock(&fs->inode_lock);
+		return;
+	}
+	for (pp = &fs->htab[inode_hash(in) & (fs->hsize - 1)]; *pp; pp = &(*pp)->hnext) {
+		if (*pp == in) {
+			*pp = in->hnext;
+			fs->hcount--;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&fs->inode_lock);
+	if (in->fd >= 0)
+		close(in->fd);
+	free(in->path);
+	free(in);
+}
+
+/* ---- views and backings --------------------------------------------------- */
+
+struct fs_view *fs_view_get(struct fs *fs, const char *vpath, const char *key, bool immutable,
+			    bool writable, int (*make)(struct fs *fs, void *ctx, struct fs_backing *b),
+			    void *ctx, int *errp)
+{
+	struct fs_backing *b;
+	struct fs_view *v;
+	int rc;
+
+	pthread_mutex_lock(&fs->backing_lock);
+	for (v = fs->views; v; v = v->next) {
+		if (!strcmp(v->vpath, vpath) && !strcmp(v->b->key, key))
+			goto out;
+	}
+	for (b = fs->backings; b; b = b->next) {
+		if (!strcmp(b->key, key))
+			break;
+	}
+	if (!b) {
+		b = calloc(1, sizeof(*b));
+		if (!b) {
+			*errp = ENOMEM;
+			goto out;
+		}
+		b->fd = -1;
+		b->lockfd = -1;
+		b->key = imgfs_xstrdup(key);
+		rc = make(fs, ctx, b);
+		if (rc < 0) {
+			free(b->key);
+			free(b);
+			*errp = -rc;
+			v = NULL;
+			goto out;
+		}
+		b->next = fs->backings;
+		fs->backings = b;
+	}
+	v = calloc(1, sizeof(*v));
+	if (!v) {
+		*errp = ENOMEM;
+		goto out;
+	}
+	v->vpath = imgfs_xstrdup(vpath);
+	v->b = b;
+	v->immutable = immutable;
+	v->writable = writable;
+	v->next = fs->views;
+	fs->views = v;
+out:
+	pthread_mutex_unlock(&fs->backing_lock);
+	return v;
+}

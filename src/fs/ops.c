@@ -1,0 +1,669 @@
+// SPDX-License-Identifier: Apache-2.0
+/*
+ * FUSE low-level operations that read: lookup, getattr, readlink, open/read,
+ * directories, xattrs, statfs. Virtual nodes are answered from the tree;
+ * passthrough nodes by fd-relative calls on their O_PATH fd (as libfuse's
+ * passthrough_ll does), reads by splice from the backing file. Workers
+ * return 0 or -errno; each handler sends exactly one reply.
+ */
+#include "fs_i.h"
+#include "ops_i.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/statvfs.h>
+#include <sys/xattr.h>
+
+/* ---- attributes ------------------------------------------------------------- */
+
+double fs_attr_timeout(const struct fs_inode *in)
+{
+	if (in->kind == FS_VIRT)
+		return FS_TIMEOUT_VIRTUAL;
+	return in->view->immutable ? FS_TIMEOUT_IMMUTABLE : FS_TIMEOUT_ROOTFS;
+}
+
+static void virt_stat(const char *path, const struct fs_node *n, struct stat *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_ino = strcmp(path, "/") ? fs_path_ino(path) : 1;
+	st->st_mtim.tv_sec = st->st_ctim.tv_sec = st->st_atim.tv_sec = n->mtime;
+	st->st_blksize = 4096;
+	if (n->type == FS_NODE_GEN) {
+		st->st_mode = S_IFREG | 0444;
+		st->st_nlink = 1;
+		st->st_size = (off_t)n->len;
+		st->st_blocks = (blkcnt_t)((n->len + 511) / 512);
+	} else {
+		st->st_mode = S_IFDIR | 0555;
+		st->st_nlink = n->nlink ? n->nlink : 2;
+	}
+}
+
+/* nlink of a virtual directory: 2 + its subdirectories. */
+static nlink_t virt_nlink(struct fs *fs, const char *path)
+{
+	struct fs_dirent *d = NULL;
+	size_t n = 0, dirs = 0;
+
+	if (fs_tree_list(fs, path, &d, &n) < 0)
+		return 2;
+	for (size_t i = 0; i < n; i++)
+		dirs += d[i].type == S_IFDIR;
+	fs_dirents_free(d, n);
+	return 2 + dirs;
+}
+
+int fs_do_getattr(struct fs *fs, struct fs_inode *in, struct stat *st)
+{
+	struct fs_node n;
+	int rc;
+
+	if (in->kind == FS_PASS)
+		return fstatat(in->fd, "", st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
+	rc = fs_tree_resolve(fs, in->path, &n);
+	if (rc < 0)
+		return rc;
+	if (n.type != FS_NODE_DIR && n.type != FS_NODE_GEN) {
+		fs_node_destroy(&n);
+		return -ESTALE;
+	}
+	if (n.type == FS_NODE_DIR)
+		n.nlink = virt_nlink(fs, in->path);
+	virt_stat(in->path, &n, st);
+	fs_node_destroy(&n);
+	return 0;
+}
+
+/* ---- lookup -------------------------------------------------------------------- */
+
+/* Fill e for a passthrough child of parent named name. */
+int fs_do_lookup_pass(struct fs *fs, struct fs_inode *parent, const char *name, struct fuse_entry_param *e)
+{
+	struct fs_inode *in;
+	int fd, rc;
+
+	fd = openat(parent->fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	rc = fs_inode_pass(fs, parent->view, fd, &e->attr, &in);
+	if (rc < 0)
+		return rc;
+	e->ino = fs_inode_id(fs, in);
+	e->attr_timeout = e->entry_timeout = fs_attr_timeout(in);
+	return 0;
+}
+
+static int view_make(struct fs *fs, void *ctx, struct fs_backing *b)
+{
+	return fs_tree_make_backing(fs, ctx, b);
+}
+
+static int lookup_view(struct fs *fs, const char *path, const struct fs_node *n, struct fuse_entry_param *e)
+{
+	bool rootfs = n->view == FS_VIEW_ROOTFS;
+	struct fs_view *v;
+	struct fs_inode *in;
+	int err = 0, fd, rc;
+
+	v = fs_view_get(fs, path, n->key, !rootfs, rootfs && !fs->read_only, view_make, (void *)n, &err);
+	if (!v)
+		return -err;
+	fd = openat(v->b->fd, ".", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	rc = fs_inode_pass(fs, v, fd, &e->attr, &in);
+	if (rc < 0)
+		return rc;
+	e->ino = fs_inode_id(fs, in);
+	e->attr_timeout = fs_attr_timeout(in);
+	e->entry_timeout = FS_TIMEOUT_VIRTUAL; /* the name may come to mean another image */
+	return 0;
+}
+
+static int lookup_blob(struct fs *fs, const struct fs_node *n, struct fuse_entry_param *e)
+{
+	struct fs_node bn = {.type = FS_NODE_VIEW, .view = FS_VIEW_BLOBS, .key = "blobs"};
+	struct fs_view *v;
+	struct fs_inode *in;
+	int err = 0, fd, rc;
+
+	v = fs_view_get(fs, "/blobs", "blobs", true, false, view_make, &bn, &err);
+	if (!v)
+		return -err;
+	fd = openat(v->b->fd, n->blob, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	rc = fs_inode_pass(fs, v, fd, &e->attr, &in);
+	if (rc < 0)
+		return rc;
+	e->ino = fs_inode_id(fs, in);
+	e->attr_timeout = FS_TIMEOUT_IMMUTABLE;
+	e->entry_timeout = FS_TIMEOUT_VIRTUAL;
+	return 0;
+}
+
+static int lookup_virt(struct fs *fs, fuse_req_t req, struct fs_inode *parent, const char *name,
+		       struct fuse_entry_param *e)
+{
+	_cleanup_free_ char *path = NULL;
+	struct fs_inode *in;
+	struct fs_node n;
+	int rc;
+
+	if (strchr(name, '/') || strlen(name) > 1024)
+		return -ENOENT;
+	path = imgfs_xasprintf("%s/%s", strcmp(parent->path, "/") ? parent->path : "", name);
+	rc = fs_tree_resolve(fs, path, &n);
+	if (rc == 0 && n.type == FS_NODE_PULL) {
+		_cleanup_free_ char *ref = steal_pointer(&n.ref);
+		fs_node_destroy(&n);
+		rc = fs_pull_wait(fs, ref, req);
+		if (rc < 0)
+			return rc;
+		rc = fs_tree_resolve(fs, path, &n);
+		if (rc == 0 && n.type == FS_NODE_PULL) {
+			/* pulled under a name the ref does not find (should not happen) */
+			fs_node_destroy(&n);
+			return -ENOENT;
+		}
+	}
+	if (rc < 0)
+		return rc;
+	switch (n.type) {
+	case FS_NODE_VIEW:
+		rc = lookup_view(fs, path, &n, e);
+		break;
+	case FS_NODE_BLOB:
+		rc = lookup_blob(fs, &n, e);
+		break;
+	default:
+		in = fs_inode_virt(fs, path);
+		if (!in) {
+			rc = -ENOMEM;
+			break;
+		}
+		if (n.type == FS_NODE_DIR)
+			n.nlink = virt_nlink(fs, path);
+		virt_stat(path, &n, &e->attr);
+		e->ino = fs_inode_id(fs, in);
+		e->attr_timeout = e->entry_timeout = FS_TIMEOUT_VIRTUAL;
+		if (n.type == FS_NODE_GEN)
+			e->attr_timeout = 0; /* sizes change (status) */
+		rc = 0;
+	}
+	fs_node_destroy(&n);
+	return rc;
+}
+
+static void fs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct fs *fs = fuse_req_userdata(req);
+	struct fs_inode *p = fs_inode_get(fs, parent);
+	struct fuse_entry_param e = {0};
+	int rc;
+
+	if (p->kind == FS_PASS)
+		rc = fs_do_lookup_pass(fs, p, name, &e);
+	else
+		rc = lookup_virt(fs, req, p, name, &e);
+	if (rc == -ENOENT && p->kind == FS_PASS && p->view->immutable) {
+		/* a negative entry the kernel may keep: immutable content */
+		memset(&e, 0, sizeof(e));
+		e.entry_timeout = FS_TIMEOUT_IMMUTABLE;
+		fuse_reply_entry(req, &e);
+		return;
+	}
+	if (rc < 0)
+		fuse_reply_err(req, -rc);
+	else
+		fuse_reply_entry(req, &e);
+}
+
+static void fs_op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+	struct fs *fs = fuse_req_userdata(req);
+	fs_inode_forget(fs, fs_inode_get(fs, ino), nlookup);
+	fuse_reply_none(req);
+}
+
+static void fs_op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
+{
+	struct fs *fs = fuse_req_userdata(req);
+	for (size_t i = 0; i < count; i++)
+		fs_inode_forget(fs, fs_inode_get(fs, forgets[i].ino), forgets[i].nlookup);
+	fuse_reply_none(req);
+}
+
+static void fs_op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fs *fs = fuse_req_userdata(req);
+	struct fs_inode *in = fs_inode_get(fs, ino);
+	struct stat st;
+	int rc = fs_do_getattr(fs, in, &st);
+
+	if (rc < 0)
+		fuse_reply_err(req, -rc);
+	else
+		fuse_reply_attr(req, &st, in->kind == FS_VIRT && S_ISREG(st.st_mode) ? 0 : fs_attr_timeout(in));
+}
+
+static void fs_op_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+	struct fs *fs = fuse_req_userdata(req);
+	struct fs_inode *in = fs_inode_get(fs, ino);
+	char buf[PATH_MAX + 1];
+	ssize_t n;
+
+	if (in->kind != FS_PASS) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	n = readlinkat(in->fd, "", buf, sizeof(buf));
+	if (n < 0) {
+		fuse_reply_err(req, errno);
+		return;
+	}
+	if ((size_t)n >= sizeof(buf)) {
+		fuse_reply_err(req, ENAMETOOLONG);
+		return;
+	}
+	buf[n] = '\0';
+	fuse_reply_readlink(req, buf);
+}
+
+/* ---- files ------------------------------------------------------------------------ */
+
+struct fs_genfile {
+	char *buf;
+	size_t len;
+};
+
+int fs_proc_path(const struct fs_inode *in, char *buf, size_t len)
+{
+	return snprintf(buf, len, "/proc/self/fd/%d", in->fd) < (int)len ? 0 : -ENAMETOOLONG;
+}
+
+static void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fs *fs = fuse_req_userdata(req);
+	struct fs_inode *in = fs_inode_get(fs, ino);
+	bool wr = (fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC);
+	char path[64];
+	int fd;
+
+	if (in->kind == FS_VIRT) {
+		struct fs_node n;
+		struct fs_genfile *g;
+		int rc;
+		if (wr) {
+			fuse_reply_err(req, EROFS);
+			return;
+		}
+		rc = fs_tree_resolve(fs, in->path, &n);
+		if (rc == 0 && n.type != FS_NODE_GEN) {
+			fs_node_destroy(&n);
+			rc = -EISDIR;
+		}
+		g = rc == 0 ? calloc(1, sizeof(*g)) : NULL;
+		if (rc == 0 && !g)
+			rc = -ENOMEM;
+		if (rc < 0) {
+			fuse_reply_err(req, -rc);
+			return;
+		}
+		g->buf = steal_pointer(&n.content);
+		g->len = n.len;
+		fs_node_destroy(&n);
+		fi->fh = (uint64_t)(uintptr_t)g;
+		fi->direct_io = 1; /* generated: the size may differ from the last getattr */
+		fuse_reply_open(req, fi);
+		return;
+	}
+	if (wr && !in->view->writable) {
+		fuse_reply_err(req, EROFS);
+		return;
+	}
+	fs_proc_path(in, path, sizeof(path));
+	fd = open(path, (fi->flags & ~(O_NOFOLLOW | O_CREAT | O_EXCL)) | O_CLOEXEC);
+	if (fd < 0) {
+		fuse_reply_err(req, errno);
+		return;
+	}
+	fi->fh = (uint64_t)fd;
+	if (in->view->immutable) {
+		fi->keep_cache = 1;
+		fi->noflush = 1;
+	}
+	if (fuse_reply_open(req, fi) == -ENOENT)
+		close(fd); /* interrupted: no release will come */
+}
+
+static void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
+{
+	struct fs *fs = fuse_req_userdata(req);
+	struct fs_inode *in = fs_inode_get(fs, ino);
+
+	if (in->kind == FS_VIRT) {
+		struct fs_genfile *g = (struct fs_genfile *)(uintptr_t)fi->fh;
+		if (off < 0 || (size_t)off >= g->len) {
+			fuse_reply_buf(req, NULL, 0);
+			return;
+		}
+		if (size > g->len - (size_t)off)
+			size = g->len - (size_t)off;
+		fuse_reply_buf(req, g->buf + off, size);
+		return;
+	}
+	struct fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
+	buf.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+	buf.buf[0].fd = (int)fi->fh;
+	buf.buf[0].pos = off;
+	fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
+}
+
+static void fs_op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fs *fs = fuse_req_userdata(req);
+	struct fs_inode *in = fs_inode_get(fs, ino);
+
+	if (in->kind == FS_VIRT) {
+		struct fs_genfile *g = (struct fs_genfile *)(uintptr_t)fi->fh;
+		free(g->buf);
+		free(g);
+	} else {
+		close((int)fi->fh);
+	}
+	fuse_reply_err(req, 0);
+}
+
+/* ---- directories ------------------------------------------------------------------ */
+
+struct fs_dir {
+	enum fs_kind kind;
+	/* FS_PASS */
+	DIR *dp;
+	struct dirent *entry;
+	off_t offset;
+	/* FS_VIRT */
+	struct fs_dirent *ents;
+	size_t n;
+};
+
+static void fs_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fs *fs = fuse_req_userdata(req);
+	struct fs_inode *in = fs_inode_get(fs, ino);
+	struct fs_dir *d = calloc(1, sizeof(*d));
+	int rc = 0, fd;
+
+	if (!d) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	d->kind = in->kind;
+	if (in->kind == FS_VIRT) {
+		rc = fs_tree_list(fs, in->path, &d->ents, &d->n);
+	} else {
+		fd = openat(in->fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		d->dp = fd >= 0 ? fdopendir(fd) : NULL;
+		if (!d->dp) {
+			rc = -errno;
+			if (fd >= 0)
+				close(fd);
+		}
+		if (in->view->immutable) {
+			fi->cache_readdir = 1;
+			fi->keep_cache = 1;
+		}
+	}
+	if (rc < 0) {
+		free(d);
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	fi->fh = (uint64_t)(uintptr_t)d;
+	if (fuse_reply_open(req, fi) == -ENOENT) {
+		if (d->dp)
+			closedir(d->dp);
+		fs_dirents_free(d->ents, d->n);
+		free(d);
+	}
+}
+
+/* Add one entry; false when the buffer is full. */
+static bool add_entry(fuse_req_t req, struct fs *fs, struct fs_inode *dir, char *buf, size_t size, size_t *pos,
+		      const char *name, const struct stat *st, off_t next, bool plus)
+{
+	size_t left = size - *pos, used;
+
+	if (!plus) {
+		used = fuse_add_direntry(req, buf + *pos, left, name, st, next);
+	} else {
+		struct fuse_entry_param e = {0};
+		bool dot = !strcmp(name, ".") || !strcmp(name, "..");
+		e.attr = *st;
+		if (!dot && dir->kind == FS_PASS) {
+			if (fs_do_lookup_pass(fs, dir, name, &e) < 0) {
+				memset(&e, 0, sizeof(e));
+				e.attr = *st;
+			}
+		}
+		used = fuse_add_direntry_plus(req, buf + *pos, left, name, &e, next);
+		if (used > left && e.ino)
+			fs_inode_forget(fs, fs_inode_get(fs, e.ino), 1);
+	}
+	if (used > left)
+		return false;
+	*pos += used;
+	return true;
+}
+
+static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi,
+		       bool plus)
+{
+	struct fs *fs = fuse_req_userdata(req);
+	struct fs_inode *in = fs_inode_get(fs, ino);
+	struct fs_dir *d = (struct fs_dir *)(uintptr_t)fi->fh;
+	_cleanup_free_ char *buf = calloc(1, size);
+	size_t pos = 0;
+	struct stat st;
+
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	if (d->kind == FS_VIRT) {
+		/* offsets: 1 ".", 2 "..", 3.. the entries */
+		for (off_t i = off; i < (off_t)d->n + 2; i++) {
+			memset(&st, 0, sizeof(st));
+			const char *name = i == 0 ? "." : i == 1 ? ".." : d->ents[i - 2].name;
+			st.st_mode = i < 2 ? S_IFDIR : d->ents[i - 2].type;
+			st.st_ino = fs_path_ino(name);
+			if (!add_entry(req, fs, in, buf, size, &pos, name, &st, i + 1, plus))
+				break;
+		}
+		fuse_reply_buf(req, buf, pos);
+		return;
+	}
+	if (off != d->offset) {
+		seekdir(d->dp, off);
+		d->entry = NULL;
+		d->offset = off;
+	}
+	for (;;) {
+		if (!d->entry) {
+			errno = 0;
+			d->entry = readdir(d->dp);
+			if (!d->entry) {
+				if (errno && pos == 0) {
+					fuse_reply_err(req, errno);
+					return;
+				}
+				break;
+			}
+		}
+		memset(&st, 0, sizeof(st));
+		st.st_ino = d->entry->d_ino;
+		st.st_mode = (mode_t)d->entry->d_type << 12;
+		if (!add_entry(req, fs, in, buf, size, &pos, d->entry->d_name, &st, d->entry->d_off, plus))
+			break;
+		d->offset = d->entry->d_off;
+		d->entry = NULL;
+	}
+	fuse_reply_buf(req, buf, pos);
+}
+
+static void fs_op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
+{
+	do_readdir(req, ino, size, off, fi, false);
+}
+
+static void fs_op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+			      struct fuse_file_info *fi)
+{
+	do_readdir(req, ino, size, off, fi, true);
+}
+
+static void fs_op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fs_dir *d = (struct fs_dir *)(uintptr_t)fi->fh;
+	if (d->dp)
+		closedir(d->dp);
+	fs_dirents_free(d->ents, d->n);
+	free(d);
+	fuse_reply_err(req, 0);
+}
+
+/* ---- xattrs, statfs ---------------------------------------------------------------- */
+
+static void fs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+	struct fs *fs = fuse_req_userdata(req);
+	struct fs_inode *in = fs_inode_get(fs, ino);
+	_cleanup_free_ char *value = NULL;
+	char path[64];
+	ssize_t n;
+
+	if (in->kind != FS_PASS || in->type == S_IFLNK) {
+		/* symlinks: no fd-relative xattr call reaches them without following */
+		fuse_reply_err(req, in->kind == FS_PASS ? ENODATA : ENODATA);
+		return;
+	}
+	fs_proc_path(in, path, sizeof(path));
+	if (size) {
+		value = malloc(size);
+		if (!value) {
+			fuse_reply_err(req, ENOMEM);
+			return;
+		}
+	}
+	n = getxattr(path, name, value, size);
+	if (n < 0)
+		fuse_reply_err(req, errno);
+	else if (size == 0)
+		fuse_reply_xattr(req, (size_t)n);
+	else
+		fuse_reply_buf(req, value, (size_t)n);
+}
+
+static void fs_op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	struct fs *fs = fuse_req_userdata(req);
+	struct fs_inode *in = fs_inode_get(fs, ino);
+	_cleanup_free_ char *value = NULL;
+	char path[64];
+	ssize_t n;
+
+	if (in->kind != FS_PASS || in->type == S_IFLNK) {
+		if (size == 0)
+			fuse_reply_xattr(req, 0);
+		else
+			fuse_reply_buf(req, NULL, 0);
+		return;
+	}
+	fs_proc_path(in, path, sizeof(path));
+	if (size) {
+		value = malloc(size);
+		if (!value) {
+			fuse_reply_err(req, ENOMEM);
+			return;
+		}
+	}
+	n = listxattr(path, value, size);
+	if (n < 0)
+		fuse_reply_err(req, errno);
+	else if (size == 0)
+		fuse_reply_xattr(req, (size_t)n);
+	else
+		fuse_reply_buf(req, value, (size_t)n);
+}
+
+static void fs_op_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	struct fs *fs = fuse_req_userdata(req);
+	struct fs_inode *in = fs_inode_get(fs, ino);
+	struct statvfs sv;
+	int rc;
+
+	if (in->kind == FS_PASS)
+		rc = fstatvfs(in->fd, &sv);
+	else
+		rc = statvfs(fs->root, &sv);
+	if (rc < 0)
+		fuse_reply_err(req, errno);
+	else
+		fuse_reply_statfs(req, &sv);
+}
+
+static void fs_op_init(void *userdata, struct fuse_conn_info *conn)
+{
+	struct fs *fs = userdata;
+	unsigned want[] = {FUSE_CAP_SPLICE_WRITE, FUSE_CAP_SPLICE_MOVE, FUSE_CAP_SPLICE_READ,
+			   FUSE_CAP_CACHE_SYMLINKS, FUSE_CAP_PARALLEL_DIROPS, FUSE_CAP_ASYNC_READ};
+
+	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+		if (conn->capable & want[i])
+			conn->want |= want[i];
+	}
+	conn->want &= ~(unsigned)FUSE_CAP_WRITEBACK_CACHE;
+	imgfs_debug("fs: kernel FUSE protocol %u.%u, capable 0x%x", conn->proto_major, conn->proto_minor,
+		    conn->capable);
+	(void)fs;
+}
+
+const struct fuse_lowlevel_ops fs_ops = {
+	.init = fs_op_init,
+	.lookup = fs_op_lookup,
+	.forget = fs_op_forget,
+	.forget_multi = fs_op_forget_multi,
+	.getattr = fs_op_getattr,
+	.readlink = fs_op_readlink,
+	.open = fs_op_open,
+	.read = fs_op_read,
+	.release = fs_op_release,
+	.opendir = fs_op_opendir,
+	.readdir = fs_op_readdir,
+	.readdirplus = fs_op_readdirplus,
+	.releasedir = fs_op_releasedir,
+	.getxattr = fs_op_getxattr,
+	.listxattr = fs_op_listxattr,
+	.statfs = fs_op_statfs,
+	.setattr = fs_op_setattr,
+	.mknod = fs_op_mknod,
+	.mkdir = fs_op_mkdir,
+	.symlink = fs_op_symlink,
+	.link = fs_op_link,
+	.unlink = fs_op_unlink,
+	.rmdir = fs_op_rmdir,
+	.rename = fs_op_rename,
+	.create = fs_op_create,
+	.write_buf = fs_op_write_buf,
+	.flush = fs_op_flush,
+	.fsync = fs_op_fsync,
+	.fsyncdir = fs_op_fsyncdir,
+	.setxattr = fs_op_setxattr,
+	.removexattr = fs_op_removexattr,
+	.fallocate = fs_op_fallocate,
+};

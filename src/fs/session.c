@@ -1,0 +1,186 @@
+// SPDX-License-Identifier: Apache-2.0
+/*
+ * The daemon: mount, daemonize, serve multi-threaded until unmounted or
+ * signalled, then let the process's exit take the detached overlay mounts
+ * with it. Also the rootfs upper directories and `imgfs reset`.
+ */
+#include "fs_i.h"
+
+#include <fcntl.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <syslog.h>
+
+static void fuse_log_to_imgfs(enum fuse_log_level level, const char *fmt, va_list ap)
+{
+	char msg[1024];
+	size_t n;
+
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	n = strlen(msg);
+	while (n && msg[n - 1] == '\n')
+		msg[--n] = '\0';
+	imgfs_log(level <= FUSE_LOG_ERR ? IMGFS_LOG_ERR
+		  : level == FUSE_LOG_WARNING ? IMGFS_LOG_WARN
+		  : level <= FUSE_LOG_INFO    ? IMGFS_LOG_INFO
+					      : IMGFS_LOG_DEBUG,
+		  "fuse: %s", msg);
+}
+
+char *imgfs_fs_upper_dir(const char *store_root, const char *image_name)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	size_t n = strlen(image_name);
+	_cleanup_free_ char *esc = calloc(1, n * 3 + 1);
+	char *o = esc;
+
+	if (!esc)
+		return NULL;
+	for (const unsigned char *p = (const unsigned char *)image_name; *p; p++) {
+		if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '.' ||
+		    *p == '_' || *p == '-') {
+			*o++ = (char)*p;
+		} else {
+			*o++ = '%';
+			*o++ = hex[*p >> 4];
+			*o++ = hex[*p & 15];
+		}
+	}
+	if (!strcmp(esc, ".") || !strcmp(esc, ".."))
+		return imgfs_xasprintf("%s/uppers/%%2E%s", store_root, esc + 1);
+	return imgfs_xasprintf("%s/uppers/%s", store_root, esc);
+}
+
+int imgfs_fs_reset(struct imgfs_store *s, const char *image_name, struct imgfs_error *err)
+{
+	_cleanup_free_ char *base = imgfs_fs_upper_dir(imgfs_store_root(s), image_name);
+	_cleanup_free_ char *lock = imgfs_xasprintf("%s/lock", base);
+	_cleanup_close_ int lfd = -1;
+	_cleanup_close_ int dfd = -1;
+	int rc;
+
+	dfd = open(base, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0) {
+		if (errno == ENOENT)
+			return 0; /* never written */
+		return imgfs_error_errno(err, errno, "reset %s: %s", image_name, base);
+	}
+	lfd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (lfd < 0)
+		return imgfs_error_errno(err, errno, "reset %s: %s", image_name, lock);
+	if (flock(lfd, LOCK_EX | LOCK_NB) < 0) {
+		if (errno == EWOULDBLOCK)
+			return imgfs_error_set(err, EBUSY,
+					       "reset %s: its rootfs is in use by a mounted imgfs; unmount it first",
+					       image_name);
+		return imgfs_error_errno(err, errno, "reset %s: lock", image_name);
+	}
+	rc = imgfs_rm_rf_at(dfd, "upper");
+	if (rc == 0 || rc == -ENOENT)
+		rc = imgfs_rm_rf_at(dfd, "work");
+	if (rc < 0 && rc != -ENOENT)
+		return imgfs_error_errno(err, -rc, "reset %s: removing %s/upper", image_name, base);
+	return 0;
+}
+
+static int fs_init(struct fs *fs, const struct imgfs_fs_opts *opts, struct imgfs_error *err)
+{
+	if (imgfs_store_open(opts->store_dir, &fs->store, err) < 0)
+		return -1;
+	fs->root = imgfs_store_root(fs->store);
+	fs->fetch = opts->fetch;
+	fs->read_only = opts->read_only;
+	fs->debug = opts->debug;
+	fs->meta_path = imgfs_xasprintf("%s/meta/data.mdb", fs->root);
+	pthread_mutex_init(&fs->backing_lock, NULL);
+	pthread_mutex_init(&fs->cat_lock, NULL);
+	pthread_mutex_init(&fs->pull_lock, NULL);
+	pthread_cond_init(&fs->pull_cond, NULL);
+	if (fs_inodes_init(fs) < 0)
+		return imgfs_error_set(err, ENOMEM, "out of memory");
+	return 0;
+}
+
+static struct fuse_session *session_new(struct fs *fs, const struct imgfs_fs_opts *opts, struct imgfs_error *err)
+{
+	_cleanup_free_ char *o = imgfs_xasprintf("fsname=imgfs,subtype=imgfs,default_permissions%s%s",
+						 opts->allow_other ? ",allow_other" : "",
+						 opts->read_only ? ",ro" : "");
+	char *argv[] = {"imgfs", "-o", o, opts->debug ? "-d" : NULL, NULL};
+	struct fuse_args args = FUSE_ARGS_INIT(opts->debug ? 4 : 3, argv);
+	struct fuse_session *se = fuse_session_new(&args, &fs_ops, sizeof(fs_ops), fs);
+
+	if (!se)
+		imgfs_error_set(err, EINVAL, "mount %s: could not create the FUSE session", opts->mountpoint);
+	return se;
+}
+
+int imgfs_fs_main(const struct imgfs_fs_opts *opts, struct imgfs_error *err)
+{
+	struct fs *fs = calloc(1, sizeof(*fs));
+	struct fuse_loop_config *cfg;
+	struct imgfs_store *probe;
+	struct stat st;
+	int rc;
+
+	if (!fs)
+		return imgfs_error_set(err, ENOMEM, "out of memory");
+	if (stat(opts->mountpoint, &st) < 0)
+		return imgfs_error_errno(err, errno, "mount point %s", opts->mountpoint);
+	if (!S_ISDIR(st.st_mode))
+		return imgfs_error_set(err, ENOTDIR, "mount point %s: not a directory", opts->mountpoint);
+	/* open the store once here so its errors reach the terminal; LMDB must
+	 * not cross the fork of daemonizing, so the daemon opens it again */
+	if (imgfs_store_open(opts->store_dir, &probe, err) < 0)
+		return -1;
+	imgfs_store_close(probe);
+	fuse_set_log_func(fuse_log_to_imgfs);
+	if (opts->debug)
+		imgfs_log_set_level(IMGFS_LOG_DEBUG);
+	fs->se = session_new(fs, opts, err);
+	if (!fs->se)
+		return -1;
+	if (fuse_set_signal_handlers(fs->se) != 0) {
+		fuse_session_destroy(fs->se);
+		return imgfs_error_set(err, EIO, "mount %s: could not set signal handlers", opts->mountpoint);
+	}
+	if (fuse_session_mount(fs->se, opts->mountpoint) != 0) {
+		fuse_remove_signal_handlers(fs->se);
+		fuse_session_destroy(fs->se);
+		return imgfs_error_set(err, EIO, "mount %s: the FUSE mount failed (see above)", opts->mountpoint);
+	}
+	if (!opts->foreground) {
+		imgfs_log_use_syslog("imgfs");
+		if (fuse_daemonize(0) != 0) {
+			fuse_session_unmount(fs->se);
+			return imgfs_error_set(err, EIO, "mount %s: could not daemonize", opts->mountpoint);
+		}
+	}
+	if (fs_init(fs, opts, err) < 0) {
+		imgfs_err("mount %s: %s", opts->mountpoint, err->msg);
+		fuse_session_unmount(fs->se);
+		return -1;
+	}
+	imgfs_info("imgfs: serving store %s at %s", fs->root, opts->mountpoint);
+	cfg = fuse_loop_cfg_create();
+	fuse_loop_cfg_set_clone_fd(cfg, 0);
+	fuse_loop_cfg_set_max_threads(cfg, 64);
+	fuse_loop_cfg_set_idle_threads(cfg, 8);
+	rc = fuse_session_loop_mt(fs->se, cfg);
+	fuse_loop_cfg_destroy(cfg);
+	fuse_session_unmount(fs->se);
+	fuse_remove_signal_handlers(fs->se);
+	imgfs_info("imgfs: %s unmounted", opts->mountpoint);
+	/* Pull workers may still be running on the store: the process exits
+	 * without tearing down what they use; the kernel drops the detached
+	 * overlay mounts with the last fd. */
+	pthread_mutex_lock(&fs->pull_lock);
+	bool busy = fs->pulls_running > 0;
+	pthread_mutex_unlock(&fs->pull_lock);
+	if (!busy) {
+		fuse_session_destroy(fs->se);
+		imgfs_store_close(fs->store);
+	}
+	return rc < 0 ? imgfs_error_set(err, -rc, "mount %s: %s", opts->mountpoint, strerror(-rc)) : 0;
+}

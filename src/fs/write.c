@@ -1,0 +1,350 @@
+// SPDX-License-Identifier: Apache-2.0
+/*
+ * FUSE operations that change things. Only rootfs/ of a read-write mount is
+ * writable; everything else answers EROFS. Each change is made fd-relative on
+ * the image's overlay mount, so kernel overlayfs does copy-up and whiteouts.
+ * The daemon runs as root; new files are given the caller's uid/gid after
+ * creation (the gid of a set-group-ID parent is kept, as the kernel does).
+ */
+#include "ops_i.h"
+
+#include <fcntl.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+
+/* The inode if it may be written, else NULL with *err set. */
+static struct fs_inode *writable(fuse_req_t req, fuse_ino_t ino, int *err)
+{
+	struct fs *fs = fuse_req_userdata(req);
+	struct fs_inode *in = fs_inode_get(fs, ino);
+
+	if (in->kind != FS_PASS || !in->view->writable) {
+		*err = EROFS;
+		return NULL;
+	}
+	return in;
+}
+
+static void reply_entry_of(fuse_req_t req, struct fs_inode *parent, const char *name)
+{
+	struct fs *fs = fuse_req_userdata(req);
+	struct fuse_entry_param e = {0};
+	int rc = fs_do_lookup_pass(fs, parent, name, &e);
+
+	if (rc < 0)
+		fuse_reply_err(req, -rc);
+	else
+		fuse_reply_entry(req, &e);
+}
+
+/* Give a new entry the caller's ownership. */
+static void own(fuse_req_t req, struct fs_inode *parent, const char *name)
+{
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	struct stat pst;
+	gid_t gid = ctx->gid;
+
+	if (ctx->uid == 0 && ctx->gid == 0)
+		return;
+	if (fstatat(parent->fd, "", &pst, AT_EMPTY_PATH) == 0 && (pst.st_mode & S_ISGID))
+		gid = (gid_t)-1;
+	if (fchownat(parent->fd, name, ctx->uid, gid, AT_SYMLINK_NOFOLLOW) < 0)
+		imgfs_warn("fs: chown of new entry %s: %s", name, strerror(errno));
+}
+
+static void make_node(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev,
+		      const char *link)
+{
+	struct fs_inode *p;
+	int err = 0, rc;
+
+	p = writable(req, parent, &err);
+	if (!p) {
+		fuse_reply_err(req, err);
+		return;
+	}
+	if (link)
+		rc = symlinkat(link, p->fd, name);
+	else if (S_ISDIR(mode))
+		rc = mkdirat(p->fd, name, mode & 07777);
+	else
+		rc = mknodat(p->fd, name, mode, rdev);
+	if (rc < 0) {
+		fuse_reply_err(req, errno);
+		return;
+	}
+	own(req, p, name);
+	reply_entry_of(req, p, name);
+}
+
+void fs_op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
+{
+	make_node(req, parent, name, mode, rdev, NULL);
+}
+
+void fs_op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+	make_node(req, parent, name, S_IFDIR | mode, 0, NULL);
+}
+
+void fs_op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
+{
+	make_node(req, parent, name, S_IFLNK | 0777, 0, link);
+}
+
+void fs_op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t parent, const char *name)
+{
+	struct fs *fs = fuse_req_userdata(req);
+	struct fs_inode *in = fs_inode_get(fs, ino), *p;
+	int err = 0;
+
+	p = writable(req, parent, &err);
+	if (p && (in->kind != FS_PASS || in->view != p->view))
+		err = EXDEV;
+	if (err) {
+		fuse_reply_err(req, err);
+		return;
+	}
+	if (linkat(in->fd, "", p->fd, name, AT_EMPTY_PATH) < 0) {
+		fuse_reply_err(req, errno);
+		return;
+	}
+	reply_entry_of(req, p, name);
+}
+
+void fs_op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct fs_inode *p;
+	int err = 0;
+
+	p = writable(req, parent, &err);
+	if (p && unlinkat(p->fd, name, 0) < 0)
+		err = errno;
+	fuse_reply_err(req, err);
+}
+
+void fs_op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct fs_inode *p;
+	int err = 0;
+
+	p = writable(req, parent, &err);
+	if (p && unlinkat(p->fd, name, AT_REMOVEDIR) < 0)
+		err = errno;
+	fuse_reply_err(req, err);
+}
+
+void fs_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+		  const char *newname, unsigned int flags)
+{
+	struct fs_inode *p, *np = NULL;
+	int err = 0;
+
+	p = writable(req, parent, &err);
+	if (p)
+		np = writable(req, newparent, &err);
+	if (p && np && p->view->b != np->view->b)
+		err = EXDEV;
+	if (!err && renameat2(p->fd, name, np->fd, newname, flags) < 0)
+		err = errno;
+	fuse_reply_err(req, err);
+}
+
+void fs_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, struct fuse_file_info *fi)
+{
+	struct fs *fs = fuse_req_userdata(req);
+	struct fuse_entry_param e = {0};
+	struct fs_inode *p;
+	int err = 0, fd, rc;
+
+	p = writable(req, parent, &err);
+	if (!p) {
+		fuse_reply_err(req, err);
+		return;
+	}
+	fd = openat(p->fd, name, (fi->flags | O_CREAT | O_CLOEXEC) & ~O_NOFOLLOW, mode);
+	if (fd < 0) {
+		fuse_reply_err(req, errno);
+		return;
+	}
+	own(req, p, name);
+	rc = fs_do_lookup_pass(fs, p, name, &e);
+	if (rc < 0) {
+		close(fd);
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	fi->fh = (uint64_t)fd;
+	if (fuse_reply_create(req, &e, fi) == -ENOENT)
+		close(fd);
+}
+
+void fs_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, struct fuse_file_info *fi)
+{
+	struct fs *fs = fuse_req_userdata(req);
+	struct fs_inode *in;
+	struct stat st;
+	char path[64];
+	int err = 0, rc;
+
+	in = writable(req, ino, &err);
+	if (!in) {
+		fuse_reply_err(req, err);
+		return;
+	}
+	fs_proc_path(in, path, sizeof(path));
+	if (to_set & FUSE_SET_ATTR_MODE) {
+		rc = fi ? fchmod((int)fi->fh, attr->st_mode & 07777) : chmod(path, attr->st_mode & 07777);
+		if (rc < 0)
+			goto fail;
+	}
+	if (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
+		uid_t uid = (to_set & FUSE_SET_ATTR_UID) ? attr->st_uid : (uid_t)-1;
+		gid_t gid = (to_set & FUSE_SET_ATTR_GID) ? attr->st_gid : (gid_t)-1;
+		if (fchownat(in->fd, "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0)
+			goto fail;
+	}
+	if (to_set & FUSE_SET_ATTR_SIZE) {
+		rc = fi ? ftruncate((int)fi->fh, attr->st_size) : truncate(path, attr->st_size);
+		if (rc < 0)
+			goto fail;
+	}
+	if (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)) {
+		struct timespec tv[2] = {{.tv_nsec = UTIME_OMIT}, {.tv_nsec = UTIME_OMIT}};
+		if (to_set & FUSE_SET_ATTR_ATIME_NOW)
+			tv[0].tv_nsec = UTIME_NOW;
+		else if (to_set & FUSE_SET_ATTR_ATIME)
+			tv[0] = attr->st_atim;
+		if (to_set & FUSE_SET_ATTR_MTIME_NOW)
+			tv[1].tv_nsec = UTIME_NOW;
+		else if (to_set & FUSE_SET_ATTR_MTIME)
+			tv[1] = attr->st_mtim;
+		if (fi)
+			rc = futimens((int)fi->fh, tv);
+		else if (in->type == S_IFLNK)
+			rc = utimensat(in->fd, "", tv, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
+		else
+			rc = utimensat(AT_FDCWD, path, tv, 0);
+		if (rc < 0)
+			goto fail;
+	}
+	rc = fs_do_getattr(fs, in, &st);
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	fuse_reply_attr(req, &st, fs_attr_timeout(in));
+	return;
+fail:
+	fuse_reply_err(req, errno);
+}
+
+void fs_op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in_buf, off_t off,
+		     struct fuse_file_info *fi)
+{
+	struct fuse_bufvec out = FUSE_BUFVEC_INIT(fuse_buf_size(in_buf));
+	ssize_t n;
+	int err = 0;
+
+	if (!writable(req, ino, &err)) {
+		fuse_reply_err(req, err);
+		return;
+	}
+	out.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+	out.buf[0].fd = (int)fi->fh;
+	out.buf[0].pos = off;
+	n = fuse_buf_copy(&out, in_buf, 0);
+	if (n < 0)
+		fuse_reply_err(req, (int)-n);
+	else
+		fuse_reply_write(req, (size_t)n);
+}
+
+void fs_op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fs *fs = fuse_req_userdata(req);
+	struct fs_inode *in = fs_inode_get(fs, ino);
+	int fd, err = 0;
+
+	if (in->kind != FS_PASS) {
+		fuse_reply_err(req, 0);
+		return;
+	}
+	/* close a dup, as passthrough_ll does, so the backing sees the close */
+	fd = dup((int)fi->fh);
+	if (fd < 0 || close(fd) < 0)
+		err = errno;
+	fuse_reply_err(req, err);
+}
+
+void fs_op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	struct fs *fs = fuse_req_userdata(req);
+	struct fs_inode *in = fs_inode_get(fs, ino);
+	int rc = 0;
+
+	if (in->kind == FS_PASS)
+		rc = datasync ? fdatasync((int)fi->fh) : fsync((int)fi->fh);
+	fuse_reply_err(req, rc < 0 ? errno : 0);
+}
+
+void fs_op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	struct fs *fs = fuse_req_userdata(req);
+	struct fs_inode *in = fs_inode_get(fs, ino);
+	int fd, err = 0;
+
+	if (in->kind == FS_PASS) {
+		fd = openat(in->fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (fd < 0 || (datasync ? fdatasync(fd) : fsync(fd)) < 0)
+			err = errno;
+		if (fd >= 0)
+			close(fd);
+	}
+	fuse_reply_err(req, err);
+}
+
+void fs_op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value, size_t size, int flags)
+{
+	struct fs_inode *in;
+	char path[64];
+	int err = 0;
+
+	in = writable(req, ino, &err);
+	if (in && in->type == S_IFLNK)
+		err = EPERM; /* user.* xattrs are not allowed on symlinks anyway */
+	if (!err) {
+		fs_proc_path(in, path, sizeof(path));
+		if (setxattr(path, name, value, size, flags) < 0)
+			err = errno;
+	}
+	fuse_reply_err(req, err);
+}
+
+void fs_op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+	struct fs_inode *in;
+	char path[64];
+	int err = 0;
+
+	in = writable(req, ino, &err);
+	if (in && in->type == S_IFLNK)
+		err = ENODATA;
+	if (!err) {
+		fs_proc_path(in, path, sizeof(path));
+		if (removexattr(path, name) < 0)
+			err = errno;
+	}
+	fuse_reply_err(req, err);
+}
+
+void fs_op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
+		     struct fuse_file_info *fi)
+{
+	int err = 0;
+
+	if (writable(req, ino, &err) && fallocate((int)fi->fh, mode, offset, length) < 0)
+		err = errno;
+	fuse_reply_err(req, err);
+}

@@ -1,0 +1,47 @@
+# SPDX-License-Identifier: Apache-2.0
+# Helpers shared by tests/integration/fs_*.sh (sourced after tests/lib/common.sh).
+
+need_fuse() {
+	[ -e /dev/fuse ] || skip "no /dev/fuse"
+	need fusermount3 findmnt
+}
+
+# imgfs_mount STORE MNT [OPTS]: run the daemon in the foreground (in the
+# background of this shell) and wait until MNT answers. Sets MOUNT_PID.
+imgfs_mount() {
+	local store=$1 mnt=$2 opts=${3:-} i
+	mkdir -p "$mnt"
+	"$IMGFS" --store "$store" mount -f ${opts:+-o "$opts"} "$mnt" >>"$T/daemon.log" 2>&1 &
+	MOUNT_PID=$!
+	on_exit imgfs_unmount "$mnt" "$MOUNT_PID"
+	for ((i = 0; i < 200; i++)); do
+		if findmnt -rn -o FSTYPE "$mnt" 2>/dev/null | grep -q '^fuse.imgfs$' && [ -e "$mnt/.imgfs/status" ]; then
+			return 0
+		fi
+		kill -0 "$MOUNT_PID" 2>/dev/null || fail "imgfs mount exited: $(tail -n 5 "$T/daemon.log")"
+		sleep 0.05
+	done
+	fail "imgfs mount at $mnt did not come up: $(tail -n 5 "$T/daemon.log")"
+}
+
+# imgfs_unmount MNT [PID]: unmount and wait for the daemon to exit.
+imgfs_unmount() {
+	local mnt=$1 pid=${2:-} i
+	if findmnt -rn "$mnt" >/dev/null 2>&1; then
+		fusermount3 -u "$mnt" 2>/dev/null || umount "$mnt" 2>/dev/null || umount -l "$mnt"
+	fi
+	[ -n "$pid" ] || return 0
+	for ((i = 0; i < 200; i++)); do
+		kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null; return 0; }
+		sleep 0.05
+	done
+	kill -9 "$pid" 2>/dev/null
+	return 1
+}
+
+# no_overlay_mounts: fail if any overlay mount references the store.
+no_store_mounts() {
+	if grep -F "$1" /proc/self/mountinfo; then
+		fail "mounts referencing $1 remain"
+	fi
+}
