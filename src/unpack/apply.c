@@ -75,6 +75,77 @@ static const char *foreign_compression(const unsigned char *p, size_t n)
 	return NULL;
 }
 
+static void hist_add(struct unpack_ctx *u, const unsigned char *p, size_t n)
+{
+	uint64_t at = u->uncompressed - n; /* stream offset of p */
+
+	if (n > UNPACK_HIST) {
+		at += n - UNPACK_HIST;
+		p += n - UNPACK_HIST;
+		n = UNPACK_HIST;
+	}
+	while (n) {
+		size_t o = (size_t)(at % UNPACK_HIST), c = UNPACK_HIST - o;
+		if (c > n)
+			c = n;
+		memcpy(u->hist + o, p, c);
+		at += c;
+		p += c;
+		n -= c;
+	}
+}
+
+static bool hist_get(struct unpack_ctx *u, uint64_t at, unsigned char *out, size_t n)
+{
+	if (at + n > u->uncompressed || (u->uncompressed > UNPACK_HIST &&
+					  at < u->uncompressed - UNPACK_HIST))
+		return false;
+	for (size_t i = 0; i < n; i++)
+		out[i] = u->hist[(at + i) % UNPACK_HIST];
+	return true;
+}
+
+static int64_t tar_size(const unsigned char *f)
+{
+	int64_t v = 0;
+
+	if (f[0] & 0x80) { /* base-256 */
+		if (f[0] != 0x80 || f[1] || f[2] || f[3])
+			return -1;
+		for (int i = 4; i < 12; i++)
+			v = (v << 8) | f[i];
+		return v < 0 ? -1 : v;
+	}
+	for (int i = 0; i < 12 && f[i]; i++) {
+		if (f[i] == ' ')
+			continue;
+		if (f[i] < '0' || f[i] > '7' || v > (INT64_MAX >> 3))
+			return -1;
+		v = v * 8 + (f[i] - '0');
+	}
+	return v;
+}
+
+int unpack_raw_typeflag(struct unpack_ctx *u)
+{
+	uint64_t at = (uint64_t)archive_read_header_position(u->b);
+	unsigned char h[512];
+
+	for (int i = 0; i < 64; i++) {
+		int64_t size;
+
+		if (!hist_get(u, at, h, sizeof(h)))
+			return -1;
+		if (!h[156] || !strchr("xXgLKA", h[156]))
+			return h[156];
+		size = tar_size(h + 124);
+		if (size < 0)
+			return -1;
+		at += 512 + (((uint64_t)size + 511) & ~511ull);
+	}
+	return -1;
+}
+
 static la_ssize_t b_read(struct archive *b, void *ctx, const void **buf)
 {
 	struct unpack_ctx *u = ctx;
@@ -115,6 +186,7 @@ static la_ssize_t b_read(struct archive *b, void *ctx, const void **buf)
 		return -1;
 	}
 	imgfs_hasher_update(u->hasher, blk, size);
+	hist_add(u, blk, size);
 	if (u->opts && u->opts->progress)
 		u->opts->progress(u->opts->progress_ctx, u->compressed, u->uncompressed);
 	*buf = blk;
@@ -244,8 +316,9 @@ static int run(struct unpack_ctx *u, const char *dest, struct imgfs_error *err)
 	real[n] = '\0';
 	u->root_real = strdup(real);
 	u->srcbuf = malloc(SRC_BUF);
+	u->hist = malloc(UNPACK_HIST);
 	u->hasher = imgfs_hasher_new(IMGFS_SHA256);
-	if (!u->root_real || !u->srcbuf || !u->hasher)
+	if (!u->root_real || !u->srcbuf || !u->hist || !u->hasher)
 		return imgfs_error_set(err, ENOMEM, "out of memory");
 	if (open_streams(u, err) < 0 || read_entries(u, err) < 0 || drain(u, err) < 0)
 		return -1;
@@ -292,6 +365,7 @@ int imgfs_unpack_layer(const char *dest, struct imgfs_unpack_source *src,
 	free(u.implied);
 	free(u.dirs);
 	free(u.srcbuf);
+	free(u.hist);
 	free(u.root_real);
 	return r;
 }

@@ -375,7 +375,7 @@ static int whiteout(struct unpack_ctx *u, struct unpack_entry *e, struct imgfs_e
 		r = entry_errno(err, errno, e, "remove whited-out path");
 	} else if (mknodat(pfd, wname, S_IFCHR, makedev(0, 0)) < 0) {
 		r = errno == EPERM ? imgfs_error_set(err, EPERM,
-						     "entry \"%s\": creating an overlay whiteout needs CAP_MKNOD (run as root)",
+						     "entry \"%s\": creating an overlay whiteout (0/0 char device) was refused",
 						     e->name)
 				   : entry_errno(err, errno, e, "create whiteout");
 	} else if (u->is_root && (archive_entry_uid(e->ae) || archive_entry_gid(e->ae)) &&
@@ -402,7 +402,16 @@ static int apply(struct unpack_ctx *u, struct unpack_entry *e, struct imgfs_erro
 		return whiteout(u, e, err);
 	if (!archive_entry_hardlink(e->ae)) {
 		switch (type) {
-		case AE_IFREG:
+		case AE_IFREG: {
+			int tf = unpack_raw_typeflag(u);
+			/* '0', '\0' (old), '7' contiguous, 'S' GNU sparse; -1: unknown, trust it */
+			if (tf >= 0 && tf != '0' && tf != '\0' && tf != '7' && tf != 'S') {
+				imgfs_warn("entry \"%s\": unknown entry type '%c' skipped", e->name,
+					   tf > 32 && tf < 127 ? tf : '?');
+				return 0;
+			}
+			break;
+		}
 		case AE_IFDIR:
 		case AE_IFLNK:
 		case AE_IFIFO:

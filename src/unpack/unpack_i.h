@@ -53,6 +53,7 @@ struct unpack_ctx {
 	struct imgfs_hasher *hasher;
 	uint64_t compressed, uncompressed;
 	bool a_eof, first_block;
+	unsigned char *hist; /* ring of the last UNPACK_HIST stream bytes (raw headers) */
 	struct imgfs_error stream_err; /* code != 0 once a stream failed */
 
 	struct unpack_set set;
@@ -86,6 +87,13 @@ struct unpack_set_ent *unpack_set_get(struct unpack_set *s, const char *key);
 struct unpack_set_ent *unpack_set_add(struct unpack_set *s, const char *key, uint32_t flags);
 void unpack_set_destroy(struct unpack_set *s);
 char *unpack_join(const char *parent, const char *base);
+
+/* apply.c */
+#define UNPACK_HIST (1u << 20)
+/* The raw typeflag of the current entry's own header (past pax/GNU extension
+ * headers), or -1 when its bytes are no longer at hand. libarchive reports
+ * unknown typeflags as regular files (POSIX); we skip them instead. */
+int unpack_raw_typeflag(struct unpack_ctx *u);
 
 /* entry.c */
 int unpack_entry(struct unpack_ctx *u, struct archive_entry *ae, struct imgfs_error *err);
