@@ -213,8 +213,12 @@ for ((i = 0; i < 200; i++)); do
 	sleep 0.05
 done
 [ "$code" = 401 ] || fail "token-auth registry did not come up: $(tail -n 5 "$A/log")"
-curl -fsS -o /dev/null "http://127.0.0.1:$tport/token?service=x&scope=repository:a/b:pull" ||
-	fail "token server did not come up: $(cat "$A/token.out")"
+for ((i = 0; i < 200; i++)); do
+	curl -fsS -o /dev/null "http://127.0.0.1:$tport/token?service=x&scope=repository:a/b:pull" 2>/dev/null &&
+		break
+	sleep 0.05
+done
+[ "$i" -lt 200 ] || fail "token server did not come up: $(cat "$A/token.out")"
 AR=127.0.0.1:$aport
 skopeo --insecure-policy copy -q --dest-tls-verify=false "oci:$T/fixtures/multiarch:amd64" \
 	"docker://$AR/lab/private:v1" >"$T/skopeo-auth.log" 2>&1 ||
