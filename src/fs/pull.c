@@ -170,6 +170,10 @@ int fs_pull_wait(struct fs *fs, const char *given, fuse_req_t req)
 			return -ENOMEM;
 		}
 	}
+	/* the session loop cancels its workers at exit; waiting here must not
+	 * be cancelled while holding pull_lock, so poll for the exit instead */
+	int oldstate;
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &oldstate);
 	while (!p->done) {
 		struct timespec ts;
 		clock_gettime(CLOCK_REALTIME, &ts);
@@ -179,15 +183,13 @@ int fs_pull_wait(struct fs *fs, const char *given, fuse_req_t req)
 			ts.tv_nsec -= 1000000000L;
 		}
 		pthread_cond_timedwait(&fs->pull_cond, &fs->pull_lock, &ts);
-		if (!p->done && req && fuse_req_interrupted(req)) {
-			pull_unref_locked(fs, p);
-			pthread_mutex_unlock(&fs->pull_lock);
-			return -EINTR;
-		}
+		if (!p->done && ((req && fuse_req_interrupted(req)) || fuse_session_exited(fs->se)))
+			break;
 	}
-	rc = -p->code;
+	rc = p->done ? -p->code : -EINTR;
 	pull_unref_locked(fs, p);
 	pthread_mutex_unlock(&fs->pull_lock);
+	pthread_setcancelstate(oldstate, NULL);
 	return rc;
 }
 

@@ -172,15 +172,18 @@ int imgfs_fs_main(const struct imgfs_fs_opts *opts, struct imgfs_error *err)
 	fuse_session_unmount(fs->se);
 	fuse_remove_signal_handlers(fs->se);
 	imgfs_info("imgfs: %s unmounted", opts->mountpoint);
-	/* Pull workers may still be running on the store: the process exits
-	 * without tearing down what they use; the kernel drops the detached
-	 * overlay mounts with the last fd. */
+	/* Pull workers may still be running on the store: then the process
+	 * ends here, without tearing down what they use (partial downloads stay
+	 * in ingest/ and resume on the next pull). The kernel drops the detached
+	 * overlay mounts with the last fd either way. */
 	pthread_mutex_lock(&fs->pull_lock);
-	bool busy = fs->pulls_running > 0;
+	size_t busy = fs->pulls_running;
 	pthread_mutex_unlock(&fs->pull_lock);
-	if (!busy) {
-		fuse_session_destroy(fs->se);
-		imgfs_store_close(fs->store);
+	if (busy) {
+		imgfs_info("imgfs: exiting with %zu pulls in progress", busy);
+		_exit(rc < 0 ? 1 : 0);
 	}
+	fuse_session_destroy(fs->se);
+	imgfs_store_close(fs->store);
 	return rc < 0 ? imgfs_error_set(err, -rc, "mount %s: %s", opts->mountpoint, strerror(-rc)) : 0;
 }

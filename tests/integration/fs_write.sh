@@ -1,0 +1,104 @@
+#!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
+# Writes into rootfs/: they land in the image's upper dir with overlay
+# semantics (copy-up, whiteouts), never touch the snapshots, survive a
+# remount, and `imgfs reset` discards them. Everything else is read-only, and
+# so is rootfs/ when mounted -o ro.
+. "${IMGFS_SRC:-$(dirname "$0")/../..}/tests/lib/common.sh"
+. "$IMGFS_SRC/tests/integration/fs_lib.bash"
+
+need_root
+need_imgfs
+need_fuse
+need docker-registry skopeo zstd curl setfattr getfattr setpriv
+start_registry
+build_fixtures features
+push_layout "$T/fixtures/features" v1 lab/features
+
+S=$T/store M=$T/mnt
+REF=$REGISTRY/lab/features:v1
+imgfs_mount "$S" "$M" allow_other
+ls "$M/pull/$REF/rootfs" >/dev/null || fail "pull through pull/ failed: $(cat "$M/.imgfs/status")"
+IMG=$M/$REGISTRY/lab/features/v1 R=$M/$REGISTRY/lab/features/v1/rootfs
+ESC=$("$PY" -c 'import sys; print("".join(c if c.isalnum() or c in "._-" else "%%%02X" % ord(c) for c in sys.argv[1]))' \
+	"$REGISTRY/lab/features:v1")
+U=$S/uppers/$ESC/upper
+imgfs_ok "$S" inspect --json "$REF"
+mapfile -t SNAPS < <("$PY" -c 'import json,sys
+for l in json.load(open(sys.argv[1]))["layers"]: print(l["snapshot"])' "$T/out")
+before=$(for s in "${SNAPS[@]}"; do tree_hash "$s"; done)
+
+# a lower regular file and a lower symlink to work on
+LOWFILE=$(cd "$R" && find etc -type f | head -n 1)
+LOWLINK=$(cd "$R" && find bin -type l | head -n 1)
+[ -n "$LOWFILE" ] && [ -n "$LOWLINK" ] || fail "fixture lacks a file in etc/ or a symlink in bin/"
+
+# --- create, write, truncate, mkdir, rename, chmod, chown, symlink, link, xattr, mknod
+echo hello >"$R/newfile" || fail "create in rootfs failed"
+[ "$(cat "$U/newfile")" = hello ] || fail "newfile did not land in the upper dir $U"
+printf 'abcdef' >"$R/trunc" && truncate -s 3 "$R/trunc"
+[ "$(cat "$R/trunc")" = abc ] || fail "truncate: got '$(cat "$R/trunc")'"
+mkdir -p "$R/d1/d2" && mv "$R/d1" "$R/d3" || fail "mkdir/rename failed"
+[ -d "$R/d3/d2" ] && [ ! -e "$R/d1" ] || fail "rename of a directory not seen"
+rmdir "$R/d3/d2" || fail "rmdir failed"
+chmod 0600 "$R/newfile" && chown 123:456 "$R/newfile" || fail "chmod/chown failed"
+[ "$(stat -c '%a %u %g' "$R/newfile")" = "600 123 456" ] || fail "chmod/chown: $(stat -c '%a %u %g' "$R/newfile")"
+ln -s newfile "$R/sym" && [ "$(readlink "$R/sym")" = newfile ] || fail "symlink failed"
+ln "$R/trunc" "$R/hard" && [ "$(stat -c %h "$R/trunc")" = 2 ] || fail "hardlink failed"
+[ "$(stat -c %i "$R/trunc")" = "$(stat -c %i "$R/hard")" ] || fail "hardlinks with different inode numbers"
+setfattr -n user.test -v yes "$R/newfile" || fail "setfattr failed"
+[ "$(getfattr --absolute-names --only-values -n user.test "$R/newfile")" = yes ] || fail "getfattr after setfattr"
+mknod "$R/fifo" p && [ -p "$R/fifo" ] || fail "mknod fifo failed"
+mknod "$R/null2" c 1 3 && [ -c "$R/null2" ] || fail "mknod char device failed"
+# a new file belongs to its creator
+chmod o+x "$T" # mktemp -d made it 0700
+mkdir "$R/shared" && chmod 1777 "$R/shared"
+setpriv --reuid 1000 --regid 1000 --clear-groups sh -c "echo u >'$R/shared/userfile'" ||
+	fail "a user could not create a file in a 1777 directory"
+[ "$(stat -c %u:%g "$R/shared/userfile")" = 1000:1000 ] ||
+	fail "user's file owned by $(stat -c %u:%g "$R/shared/userfile")"
+
+# --- copy-up and whiteouts
+echo appended >>"$R/$LOWFILE" || fail "append to a lower file failed"
+tail -n 1 "$R/$LOWFILE" | grep -qx appended || fail "appended line not read back"
+[ -f "$U/$LOWFILE" ] || fail "no copy-up of $LOWFILE in the upper dir"
+rm "$R/$LOWLINK" || fail "rm of a lower symlink failed"
+[ ! -e "$R/$LOWLINK" ] && [ ! -L "$R/$LOWLINK" ] || fail "removed lower entry still visible"
+ls "$R/bin" | grep -qx "$(basename "$LOWLINK")" && fail "ls still lists the removed entry"
+[ "$(stat -c '%F %t:%T' "$U/$LOWLINK")" = "character special file 0:0" ] || fail "no whiteout for $LOWLINK in upper"
+after=$(for s in "${SNAPS[@]}"; do tree_hash "$s"; done)
+[ "$before" = "$after" ] || fail "a lower snapshot changed"
+[ -e "$IMG/layers/0/$LOWLINK" ] || [ -L "$IMG/layers/0/$LOWLINK" ] || fail "layers/0 lost $LOWLINK"
+
+# --- EROFS everywhere else
+for p in "$IMG/x" "$IMG/layers/0/x" "$M/blobs/x" "$M/snapshots/x" "$M/x" "$M/pull/x" "$M/.imgfs/x"; do
+	if touch "$p" 2>"$T/err"; then fail "touch $p succeeded"; fi
+done
+touch "$IMG/layers/0/$LOWFILE" 2>"$T/err" && fail "touch of a layer file succeeded"
+grep -q "Read-only file system" "$T/err" || fail "touch of a layer file: $(cat "$T/err"), want EROFS"
+rm "$IMG/manifest.json" 2>"$T/err" && fail "rm manifest.json succeeded"
+
+# --- writes survive a remount; reset refuses while in use, then discards
+imgfs_run "$S" reset "$REF"
+[ "$RC" != 0 ] || fail "reset succeeded while the rootfs is mounted"
+grep -q "in use" "$T/err" || fail "reset while mounted: $(cat "$T/err")"
+imgfs_unmount "$M" "$MOUNT_PID"
+no_store_mounts "$S"
+imgfs_mount "$S" "$M"
+[ "$(cat "$R/newfile")" = hello ] || fail "newfile lost over a remount"
+[ ! -e "$R/$LOWLINK" ] || fail "whiteout lost over a remount"
+imgfs_unmount "$M" "$MOUNT_PID"
+imgfs_ok "$S" reset "$REF"
+imgfs_mount "$S" "$M" ro
+[ ! -e "$R/newfile" ] || fail "newfile survived reset"
+[ -L "$R/$LOWLINK" ] || fail "$LOWLINK not back after reset"
+[ "$(tail -n 1 "$R/$LOWFILE")" != appended ] || fail "copy-up survived reset"
+
+# --- -o ro: rootfs is read-only too
+echo x 2>"$T/err" >"$R/rofile" && fail "write into rootfs succeeded with -o ro"
+grep -q "Read-only file system" "$T/err" || fail "write with -o ro: $(cat "$T/err")"
+imgfs_unmount "$M" "$MOUNT_PID"
+no_store_mounts "$S"
+after=$(for s in "${SNAPS[@]}"; do tree_hash "$s"; done)
+[ "$before" = "$after" ] || fail "a lower snapshot changed"
+log "ok"
