@@ -1,0 +1,106 @@
+#!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
+# Pulls through pull/: 16 concurrent first lookups of one reference are one
+# pull (each blob fetched once), failures answer a fitting errno with the
+# reason in .imgfs/status, an interrupted lookup leaves the pull running, a
+# second mount of one store works, and unmounting (idle, or signalled during
+# a pull) leaves no mounts and no daemon behind.
+. "${IMGFS_SRC:-$(dirname "$0")/../..}/tests/lib/common.sh"
+. "$IMGFS_SRC/tests/integration/fs_lib.bash"
+
+need_root
+need_imgfs
+need_fuse
+need docker-registry skopeo zstd curl
+start_registry
+build_fixtures features many
+push_layout "$T/fixtures/features" v1 lab/features
+push_layout "$T/fixtures/many" v1 lab/many
+push_layout "$T/fixtures/many" v1 lab/many2:v1
+
+# --- daemon mode: `imgfs mount` returns once mounted; umount ends the daemon
+S=$T/store M=$T/mnt
+mkdir -p "$M"
+"$IMGFS" --store "$S" mount "$M" 2>"$T/err" || fail "imgfs mount (daemon) failed: $(cat "$T/err")"
+on_exit umount -l "$M"
+findmnt -rn -o FSTYPE "$M" | grep -qx fuse.imgfs || fail "no fuse.imgfs mount at $M after imgfs mount returned"
+DPID=$(pgrep -f -x "$IMGFS --store $S mount $M" | head -n 1)
+[ -n "$DPID" ] || fail "no daemon process found"
+on_exit kill "$DPID"
+
+# --- 16 concurrent first lookups: one pull
+REF=$REGISTRY/lab/features:v1
+pids=()
+for i in $(seq 16); do
+	ls "$M/pull/$REF/rootfs" >"$T/ls.$i" 2>&1 &
+	pids+=($!)
+done
+for i in "${!pids[@]}"; do
+	wait "${pids[i]}" || fail "concurrent lookup $i failed: $(cat "$T/ls.$((i + 1))")"
+done
+grep -qx bin "$T/ls.16" || fail "lookup 16 listed: $(cat "$T/ls.16")"
+mapfile -t LAYERS < <("$PY" -c 'import json,sys
+m = json.load(open(sys.argv[1]))
+print(m["config"]["digest"])
+for l in m["layers"]: print(l["digest"])' "$M/$REGISTRY/lab/features/v1/manifest.json")
+[ "${#LAYERS[@]}" -ge 3 ] || fail "manifest has ${#LAYERS[@]} blobs"
+for d in "${LAYERS[@]}"; do
+	n=$(blob_gets "$d")
+	[ "$n" = 1 ] || fail "blob $d fetched $n times by 16 concurrent lookups"
+done
+# a second lookup of the same ref, by another spelling, fetches nothing
+before=$(blob_gets)
+ls "$M/pull/$REGISTRY/lab/features:v1/digest" >/dev/null || fail "second lookup failed"
+[ "$(blob_gets)" = "$before" ] || fail "a lookup of a stored image fetched blobs"
+# readdir never pulls
+ls -R "$M/pull" >/dev/null
+[ "$(ls -A "$M/pull")" = "" ] || fail "ls pull/ lists: $(ls -A "$M/pull")"
+
+# --- failures: errno and reason
+ls "$M/pull/$REGISTRY/lab/features:nope" 2>"$T/err" && fail "lookup of an unknown tag succeeded"
+grep -q "No such file or directory" "$T/err" || fail "unknown tag: $(cat "$T/err"), want ENOENT"
+grep -q "lab/features:nope" "$M/.imgfs/status" || fail "status lacks the failed ref: $(cat "$M/.imgfs/status")"
+grep "lab/features:nope" "$M/.imgfs/status" | grep -qi "not found\|unknown\|manifest" ||
+	fail "status gives no reason: $(grep nope "$M/.imgfs/status")"
+ls "$M/pull/127.0.0.1:1/lab/x:v1" 2>"$T/err" && fail "lookup at a closed port succeeded"
+grep -q "No such file" "$T/err" && fail "a network failure answered ENOENT: $(cat "$T/err")"
+grep -q "127.0.0.1:1/lab/x:v1" "$M/.imgfs/status" || fail "status lacks the network failure"
+# a partial reference is a directory to walk, without any network
+[ -d "$M/pull/$REGISTRY/lab" ] || fail "pull/<host>/lab is not a directory"
+
+# --- an interrupted lookup returns; the pull goes on in the background
+timeout -s INT 0.3 ls "$M/pull/$REGISTRY/lab/many:v1" >/dev/null 2>&1 || true
+for ((i = 0; i < 300; i++)); do [ -d "$M/$REGISTRY/lab/many/v1" ] && break; sleep 0.1; done
+[ -d "$M/$REGISTRY/lab/many/v1/rootfs" ] || fail "the interrupted pull did not finish: $(cat "$M/.imgfs/status")"
+
+# --- a second mount of the same store
+M2=$T/mnt2
+imgfs_mount "$S" "$M2"
+[ "$(cat "$M2/$REGISTRY/lab/features/v1/digest")" = "$(cat "$M/$REGISTRY/lab/features/v1/digest")" ] ||
+	fail "the second mount does not show the image"
+ls "$M2/$REGISTRY/lab/features/v1/rootfs/bin" >/dev/null || fail "rootfs through the second mount"
+imgfs_unmount "$M2" "$MOUNT_PID" || fail "second daemon did not exit"
+
+# --- idle unmount ends the daemon, leaves nothing mounted
+ls "$M/$REGISTRY/lab/features/v1/rootfs/bin" "$M/snapshots/"* >/dev/null # overlay mounts in use
+umount "$M" || fail "umount $M failed"
+for ((i = 0; i < 100; i++)); do kill -0 "$DPID" 2>/dev/null || break; sleep 0.05; done
+kill -0 "$DPID" 2>/dev/null && fail "daemon $DPID still running after umount"
+grep -F "$M" /proc/self/mountinfo && fail "mounts remain at $M"
+no_store_mounts "$S"
+
+# --- SIGTERM during a pull: the daemon exits, the lookup fails, nothing remains
+S3=$T/store3 M3=$T/mnt3
+imgfs_mount "$S3" "$M3"
+ls "$M3/pull/$REGISTRY/lab/many2:v1" >/dev/null 2>&1 &
+LSPID=$!
+for ((i = 0; i < 200; i++)); do grep -q "^pull " "$M3/.imgfs/status" 2>/dev/null && break; sleep 0.02; done
+kill -TERM "$MOUNT_PID"
+for ((i = 0; i < 200; i++)); do kill -0 "$MOUNT_PID" 2>/dev/null || break; sleep 0.05; done
+kill -0 "$MOUNT_PID" 2>/dev/null && fail "daemon still running 10 s after SIGTERM during a pull"
+for ((i = 0; i < 200; i++)); do kill -0 "$LSPID" 2>/dev/null || break; sleep 0.05; done
+kill -0 "$LSPID" 2>/dev/null && fail "the lookup still hangs after the daemon exited"
+grep -F "$M3" /proc/self/mountinfo && fail "mounts remain at $M3"
+no_store_mounts "$S3"
+pgrep -f -- "--store $S3" && fail "processes for $S3 remain"
+log "ok"
