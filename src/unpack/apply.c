@@ -21,7 +21,7 @@
 #define DEFAULT_MAX_ENTRIES 10000000ull
 
 static void stream_fail(struct unpack_ctx *u, int code, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 static void stream_fail(struct unpack_ctx *u, int code, const char *fmt, ...)
 {
 	va_list ap;
@@ -61,9 +61,15 @@ static const char *foreign_compression(const unsigned char *p, size_t n)
 		const char *magic;
 		size_t len;
 	} m[] = {
-		{"xz", "\xfd" "7zXZ\0", 6}, {"lz4", "\x04\x22\x4d\x18", 4},
-		{"lzip", "LZIP\x01", 5},   {"compress", "\x1f\x9d", 2},
-		{"lzop", "\x89LZO", 4},    {"bzip2", "BZh", 3},
+	    {"xz",
+	     "\xfd"
+	     "7zXZ\0",
+	     6},
+	    {"lz4", "\x04\x22\x4d\x18", 4},
+	    {"lzip", "LZIP\x01", 5},
+	    {"compress", "\x1f\x9d", 2},
+	    {"lzop", "\x89LZO", 4},
+	    {"bzip2", "BZh", 3},
 	};
 
 	if (n >= 263 && !memcmp(p + 257, "ustar", 5))
@@ -97,8 +103,8 @@ static void hist_add(struct unpack_ctx *u, const unsigned char *p, size_t n)
 
 static bool hist_get(struct unpack_ctx *u, uint64_t at, unsigned char *out, size_t n)
 {
-	if (at + n > u->uncompressed || (u->uncompressed > UNPACK_HIST &&
-					  at < u->uncompressed - UNPACK_HIST))
+	if (at + n > u->uncompressed ||
+	    (u->uncompressed > UNPACK_HIST && at < u->uncompressed - UNPACK_HIST))
 		return false;
 	for (size_t i = 0; i < n; i++)
 		out[i] = u->hist[(at + i) % UNPACK_HIST];
@@ -199,7 +205,8 @@ static int archive_fail(struct unpack_ctx *u, struct archive *ar, const char *wh
 	if (u->stream_err.code)
 		return imgfs_error_set(err, u->stream_err.code, "%s", u->stream_err.msg);
 	return imgfs_error_set(err, EIO, "%s: %s", what,
-			       archive_error_string(ar) ? archive_error_string(ar) : "unknown error");
+			       archive_error_string(ar) ? archive_error_string(ar)
+							: "unknown error");
 }
 
 static int open_streams(struct unpack_ctx *u, struct imgfs_error *err)
@@ -213,9 +220,11 @@ static int open_streams(struct unpack_ctx *u, struct imgfs_error *err)
 		return imgfs_error_set(err, ENOMEM, "out of memory");
 	/* ARCHIVE_WARN here means an external program would be used: refuse */
 	if (archive_read_support_filter_gzip(u->a) != ARCHIVE_OK)
-		return imgfs_error_set(err, ENOTSUP, "gzip decompression is not available in-process");
+		return imgfs_error_set(err, ENOTSUP,
+				       "gzip decompression is not available in-process");
 	if (archive_read_support_filter_zstd(u->a) != ARCHIVE_OK)
-		return imgfs_error_set(err, ENOTSUP, "zstd decompression is not available in-process");
+		return imgfs_error_set(err, ENOTSUP,
+				       "zstd decompression is not available in-process");
 	if (archive_read_support_format_raw(u->a) != ARCHIVE_OK ||
 	    archive_read_support_format_tar(u->b) != ARCHIVE_OK)
 		return imgfs_error_set(err, EIO, "libarchive: %s", archive_error_string(u->a));
@@ -246,7 +255,8 @@ static int read_entries(struct unpack_ctx *u, struct imgfs_error *err)
 		if (r == ARCHIVE_WARN)
 			imgfs_debug("layer: %s", archive_error_string(u->b));
 		if (++u->res->entries > u->max_entries)
-			return imgfs_error_set(err, EFBIG, "layer exceeds the limit of %llu entries",
+			return imgfs_error_set(err, EFBIG,
+					       "layer exceeds the limit of %llu entries",
 					       (unsigned long long)u->max_entries);
 		if (unpack_entry(u, ae, err) < 0)
 			return -1;
@@ -336,14 +346,14 @@ int imgfs_unpack_layer(const char *dest, struct imgfs_unpack_source *src,
 		       struct imgfs_error *err)
 {
 	struct unpack_ctx u = {
-		.root_fd = -1,
-		.src = src,
-		.opts = opts,
-		.res = res,
-		.is_root = geteuid() == 0,
-		.umask = read_umask(),
-		.max_bytes = opts && opts->max_bytes ? opts->max_bytes : DEFAULT_MAX_BYTES,
-		.max_entries = opts && opts->max_entries ? opts->max_entries : DEFAULT_MAX_ENTRIES,
+	    .root_fd = -1,
+	    .src = src,
+	    .opts = opts,
+	    .res = res,
+	    .is_root = geteuid() == 0,
+	    .umask = read_umask(),
+	    .max_bytes = opts && opts->max_bytes ? opts->max_bytes : DEFAULT_MAX_BYTES,
+	    .max_entries = opts && opts->max_entries ? opts->max_entries : DEFAULT_MAX_ENTRIES,
 	};
 	int r;
 

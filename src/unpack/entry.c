@@ -36,8 +36,9 @@ static int check_ids(struct unpack_entry *e, struct imgfs_error *err)
 	int64_t uid = archive_entry_uid(e->ae), gid = archive_entry_gid(e->ae);
 
 	if (uid < 0 || uid > ID_MAX || gid < 0 || gid > ID_MAX)
-		return imgfs_error_set(err, EIO, "entry \"%s\": invalid archive: uid/gid %lld/%lld out of range",
-				       e->name, (long long)uid, (long long)gid);
+		return imgfs_error_set(
+		    err, EIO, "entry \"%s\": invalid archive: uid/gid %lld/%lld out of range",
+		    e->name, (long long)uid, (long long)gid);
 	return 0;
 }
 
@@ -96,7 +97,8 @@ static int write_data(struct unpack_ctx *u, struct unpack_entry *e, int fd, stru
 					       archive_error_string(u->b));
 		}
 		for (size_t done = 0; done < len;) {
-			ssize_t n = pwrite(fd, (const char *)buf + done, len - done, off + (off_t)done);
+			ssize_t n =
+			    pwrite(fd, (const char *)buf + done, len - done, off + (off_t)done);
 			if (n < 0) {
 				if (errno == EINTR)
 					continue;
@@ -132,7 +134,8 @@ static int make_file(struct unpack_ctx *u, struct unpack_entry *e, int pfd, stru
 		return entry_errno(err, errno, e, "create");
 	if (write_data(u, e, fd, err) < 0)
 		return -1;
-	if (set_owner(u, e, fd, pfd, err) < 0 || unpack_apply_xattrs(u, e, fd, pfd, e->base, err) < 0)
+	if (set_owner(u, e, fd, pfd, err) < 0 ||
+	    unpack_apply_xattrs(u, e, fd, pfd, e->base, err) < 0)
 		return -1;
 	/* after chown (which clears setuid) and after writing */
 	if (mode != ((mode & 0777) & ~u->umask) && fchmod(fd, mode) < 0)
@@ -191,7 +194,7 @@ static int make_dir(struct unpack_ctx *u, struct unpack_entry *e, int pfd, struc
 		return -1;
 	if (archive_entry_xattr_count(e->ae)) {
 		_cleanup_close_ int fd =
-			openat(pfd, e->base, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		    openat(pfd, e->base, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 		if (fd < 0)
 			return entry_errno(err, errno, e, "open directory");
 		if (unpack_apply_xattrs(u, e, fd, pfd, e->base, err) < 0)
@@ -220,10 +223,11 @@ static int finish_special(struct unpack_ctx *u, struct unpack_entry *e, int pfd,
 {
 	struct timespec ts[2];
 
-	if (set_owner(u, e, -1, pfd, err) < 0 || unpack_apply_xattrs(u, e, -1, pfd, e->base, err) < 0)
+	if (set_owner(u, e, -1, pfd, err) < 0 ||
+	    unpack_apply_xattrs(u, e, -1, pfd, e->base, err) < 0)
 		return -1;
-	if (!symlink && fchmodat(pfd, e->base, archive_entry_perm(e->ae) & 07777,
-				 AT_SYMLINK_NOFOLLOW) < 0)
+	if (!symlink &&
+	    fchmodat(pfd, e->base, archive_entry_perm(e->ae) & 07777, AT_SYMLINK_NOFOLLOW) < 0)
 		return entry_errno(err, errno, e, "chmod");
 	unpack_entry_times(e->ae, ts);
 	if (utimensat(pfd, e->base, ts, AT_SYMLINK_NOFOLLOW) < 0)
@@ -262,16 +266,17 @@ static int make_hardlink(struct unpack_ctx *u, struct unpack_entry *e, const cha
 			break;
 		if (errno == EPERM) {
 			r = fstatat(tfd, t.base, &a, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(a.st_mode)
-				    ? imgfs_error_set(err, EPERM,
-						      "entry \"%s\": hardlink to directory \"%s\" refused",
-						      e->name, link)
-				    : imgfs_error_errno(err, EPERM, "entry \"%s\": hardlink to \"%s\"",
-							e->name, link);
+				? imgfs_error_set(
+				      err, EPERM,
+				      "entry \"%s\": hardlink to directory \"%s\" refused", e->name,
+				      link)
+				: imgfs_error_errno(err, EPERM, "entry \"%s\": hardlink to \"%s\"",
+						    e->name, link);
 			goto out;
 		}
 		if (errno != EEXIST || tries) {
-			r = imgfs_error_errno(err, errno, "entry \"%s\": hardlink to \"%s\"", e->name,
-					      link);
+			r = imgfs_error_errno(err, errno, "entry \"%s\": hardlink to \"%s\"",
+					      e->name, link);
 			goto out;
 		}
 		/* a link onto its own target is a no-op, not a deletion */
@@ -375,7 +380,8 @@ static int whiteout(struct unpack_ctx *u, struct unpack_entry *e, struct imgfs_e
 		r = entry_errno(err, errno, e, "remove whited-out path");
 	} else if (mknodat(pfd, wname, S_IFCHR, makedev(0, 0)) < 0) {
 		r = errno == EPERM ? imgfs_error_set(err, EPERM,
-						     "entry \"%s\": creating an overlay whiteout (0/0 char device) was refused",
+						     "entry \"%s\": creating an overlay whiteout "
+						     "(0/0 char device) was refused",
 						     e->name)
 				   : entry_errno(err, errno, e, "create whiteout");
 	} else if (u->is_root && (archive_entry_uid(e->ae) || archive_entry_gid(e->ae)) &&
@@ -396,8 +402,8 @@ static int apply(struct unpack_ctx *u, struct unpack_entry *e, struct imgfs_erro
 
 	for (const char *c = e->path; c < e->base; c = strchr(c, '/') + 1)
 		if (!strncmp(c, ".wh.", 4))
-			return entry_err(err, EIO,
-					 e, "invalid archive: whiteout prefix on a directory name");
+			return entry_err(err, EIO, e,
+					 "invalid archive: whiteout prefix on a directory name");
 	if (!strncmp(e->base, ".wh.", 4))
 		return whiteout(u, e, err);
 	if (!archive_entry_hardlink(e->ae)) {

@@ -87,7 +87,8 @@ static int copy_xattrs(int from, int to, const char *path, struct imgfs_error *e
 	ssize_t n = flistxattr(from, names, sizeof(names));
 
 	if (n < 0)
-		return errno == ENOTSUP ? 0 : imgfs_error_errno(err, errno, "list xattrs of %s", path);
+		return errno == ENOTSUP ? 0
+					: imgfs_error_errno(err, errno, "list xattrs of %s", path);
 	for (char *name = names; name < names + n; name += strlen(name) + 1) {
 		char val[65536];
 		ssize_t vl;

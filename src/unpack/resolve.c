@@ -329,7 +329,7 @@ int unpack_resolve_parent(struct unpack_ctx *u, struct unpack_entry *e, bool whi
 		return r;
 	fd = unpack_openat2(u->root_fd, e->parent, O_PATH | O_DIRECTORY, RESOLVE_FLAGS);
 	if (fd < 0)
-		return imgfs_error_errno(err, errno, "entry \"%s\": resolve parent after creating it",
-					 e->name);
+		return imgfs_error_errno(err, errno,
+					 "entry \"%s\": resolve parent after creating it", e->name);
 	return fd;
 }

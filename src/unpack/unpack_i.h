@@ -21,8 +21,8 @@
 #define UNPACK_CREATED 1u
 #define UNPACK_IMPLIED 2u
 struct unpack_set_ent {
-	char *key;       /* owned; NULL = empty slot */
-	uint32_t flags;  /* UNPACK_* */
+	char *key;	 /* owned; NULL = empty slot */
+	uint32_t flags;	 /* UNPACK_* */
 	uint32_t dirfix; /* index+1 into unpack_ctx.dirs, 0 = none */
 };
 struct unpack_set {
@@ -39,10 +39,10 @@ struct unpack_dirfix {
 };
 
 struct unpack_ctx {
-	int root_fd;     /* O_PATH of dest */
+	int root_fd;	 /* O_PATH of dest */
 	char *root_real; /* dest's absolute path as /proc shows it */
-	bool is_root;    /* euid 0: chown and devices */
-	mode_t umask;    /* to skip fchmod when creation already gave the mode */
+	bool is_root;	 /* euid 0: chown and devices */
+	mode_t umask;	 /* to skip fchmod when creation already gave the mode */
 	uint64_t max_bytes, max_entries;
 	const struct imgfs_unpack_opts *opts;
 
@@ -53,7 +53,7 @@ struct unpack_ctx {
 	struct imgfs_hasher *hasher;
 	uint64_t compressed, uncompressed;
 	bool a_eof, first_block;
-	unsigned char *hist; /* ring of the last UNPACK_HIST stream bytes (raw headers) */
+	unsigned char *hist;	       /* ring of the last UNPACK_HIST stream bytes (raw headers) */
 	struct imgfs_error stream_err; /* code != 0 once a stream failed */
 
 	struct unpack_set set;
@@ -68,8 +68,8 @@ struct unpack_ctx {
 struct unpack_entry {
 	struct archive_entry *ae;
 	const char *name; /* as in the archive, for messages */
-	char *path;       /* cleaned, "" = the root */
-	char *parent;     /* cleaned parent, "" = the root */
+	char *path;	  /* cleaned, "" = the root */
+	char *parent;	  /* cleaned parent, "" = the root */
 	const char *base; /* last component (points into path) */
 };
 

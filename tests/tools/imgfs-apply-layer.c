@@ -39,7 +39,8 @@ int main(int argc, char **argv)
 	int fd;
 
 	if (argc >= 4 && !strcmp(argv[1], "--overlay-mount")) {
-		if (imgfs_overlay_mount((const char *const *)argv + 3, NULL, NULL, argv[2], &err) < 0) {
+		if (imgfs_overlay_mount((const char *const *)argv + 3, NULL, NULL, argv[2], &err) <
+		    0) {
 			fprintf(stderr, "%s: %s\n", argv[0], err.msg);
 			return 1;
 		}

@@ -27,18 +27,19 @@ static void test_chain_id(void)
 	struct imgfs_digest d0, d1, c0, c1, c2;
 	struct imgfs_error err;
 
-	CHECK(imgfs_digest_parse(&d0,
-				 "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
-				 &err) == 0);
-	CHECK(imgfs_digest_parse(&d1,
-				 "sha256:ca978112ca1bbdcafac231b39a23dc4da786eff8147c4e72b9807785afee48bb",
-				 &err) == 0);
+	CHECK(imgfs_digest_parse(
+		  &d0, "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+		  &err) == 0);
+	CHECK(imgfs_digest_parse(
+		  &d1, "sha256:ca978112ca1bbdcafac231b39a23dc4da786eff8147c4e72b9807785afee48bb",
+		  &err) == 0);
 	imgfs_chain_id(NULL, &d0, &c0);
 	CHECK_STR(c0.str, d0.str);
 	CHECK_STR(c0.hex, d0.hex);
 	CHECK(c0.hex == c0.str + 7);
 	imgfs_chain_id(&c0, &d1, &c1);
-	CHECK_STR(c1.str, "sha256:54310b28337ccdbb5477f2808753d5b0e7c87d84187cee28a330a3e71f6c16fc");
+	CHECK_STR(c1.str,
+		  "sha256:54310b28337ccdbb5477f2808753d5b0e7c87d84187cee28a330a3e71f6c16fc");
 	/* order matters */
 	imgfs_chain_id(&d1, &d0, &c2);
 	CHECK(strcmp(c2.str, c1.str) != 0);
@@ -47,9 +48,15 @@ static void test_chain_id(void)
 static void test_clean_path(void)
 {
 	static const char *const v[][2] = {
-		{"/etc/passwd", "etc/passwd"}, {"../../x", "x"},     {"a/../../x", "x"},
-		{"./a//b/./c/", "a/b/c"},      {"..", ""},           {"/", ""},
-		{"", ""},                      {"a/b/..", "a"},      {".wh..wh..opq", ".wh..wh..opq"},
+	    {"/etc/passwd", "etc/passwd"},
+	    {"../../x", "x"},
+	    {"a/../../x", "x"},
+	    {"./a//b/./c/", "a/b/c"},
+	    {"..", ""},
+	    {"/", ""},
+	    {"", ""},
+	    {"a/b/..", "a"},
+	    {".wh..wh..opq", ".wh..wh..opq"},
 	};
 	for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
 		char *c = unpack_clean_path(v[i][0]);
@@ -203,8 +210,10 @@ static void test_apply_layer(void)
 	CHECK(lstat(P("dir/.wh..wh..opq"), &st) < 0);
 	CHECK(lstat(P("file2"), &st) == 0 && S_ISREG(st.st_mode));
 	/* implied parents, recorded */
-	CHECK(lstat(P("implied/deep"), &st) == 0 && S_ISDIR(st.st_mode) && (st.st_mode & 0777) == 0755);
-	CHECK(res.implied_dirs && res.implied_dirs[0] && res.implied_dirs[1] && !res.implied_dirs[2]);
+	CHECK(lstat(P("implied/deep"), &st) == 0 && S_ISDIR(st.st_mode) &&
+	      (st.st_mode & 0777) == 0755);
+	CHECK(res.implied_dirs && res.implied_dirs[0] && res.implied_dirs[1] &&
+	      !res.implied_dirs[2]);
 	if (res.implied_dirs && res.implied_dirs[0] && res.implied_dirs[1]) {
 		CHECK_STR(res.implied_dirs[0], "implied");
 		CHECK_STR(res.implied_dirs[1], "implied/deep");
