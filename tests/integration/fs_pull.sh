@@ -81,6 +81,19 @@ imgfs_mount "$S" "$M2"
 ls "$M2/$REGISTRY/lab/features/v1/rootfs/bin" >/dev/null || fail "rootfs through the second mount"
 imgfs_unmount "$M2" "$MOUNT_PID" || fail "second daemon did not exit"
 
+# --- the mount helper, run as mount(8) runs it for `mount -t fuse.imgfs` and fstab
+M4=$T/mnt4
+mkdir -p "$M4"
+IMGFS=$IMGFS sh "$IMGFS_SRC/mount-helper/mount.fuse.imgfs" imgfs "$M4" -o "rw,store=$S,nosuid,nodev" 2>"$T/err" ||
+	fail "mount.fuse.imgfs failed: $(cat "$T/err")"
+on_exit umount -l "$M4"
+P4=$(pgrep -f -x "$IMGFS mount -o rw,store=$S,nosuid,nodev $M4" | head -n 1)
+[ -n "$P4" ] || fail "no daemon started by the mount helper"
+[ -d "$M4/$REGISTRY/lab/features/v1/rootfs/bin" ] || fail "the helper's mount does not show the image"
+umount "$M4" || fail "umount $M4 failed"
+for ((i = 0; i < 100; i++)); do kill -0 "$P4" 2>/dev/null || break; sleep 0.05; done
+kill -0 "$P4" 2>/dev/null && fail "helper-started daemon still running after umount"
+
 # --- idle unmount ends the daemon, leaves nothing mounted
 ls "$M/$REGISTRY/lab/features/v1/rootfs/bin" "$M/snapshots/"* >/dev/null # overlay mounts in use
 umount "$M" || fail "umount $M failed"
