@@ -1,6 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Error object, logging, allocation and file helpers. */
-#define _GNU_SOURCE
 #include "util.h"
 
 #include <dirent.h>
@@ -84,7 +83,18 @@ int imgfs_error_wrap(struct imgfs_error *err, const char *fmt, ...)
 	vsnprintf(prefix, sizeof(prefix), fmt, ap);
 	va_end(ap);
 	memcpy(old, err->msg, sizeof(old));
-	snprintf(err->msg, sizeof(err->msg), "%s: %s", prefix, old);
+	{
+		size_t pl = strnlen(prefix, sizeof(prefix) - 1);
+		size_t room = sizeof(err->msg) - 1 - pl;
+		memcpy(err->msg, prefix, pl);
+		if (room >= 2) {
+			size_t ol = strnlen(old, room - 2);
+			memcpy(err->msg + pl, ": ", 2);
+			memcpy(err->msg + pl + 2, old, ol);
+			pl += 2 + ol;
+		}
+		err->msg[pl] = '\0';
+	}
 	if (!err->code)
 		err->code = EIO;
 	return -1;
