@@ -17,7 +17,8 @@ static int mount_usage(FILE *f)
 	      "\n"
 	      "  -f              stay in the foreground, log to stderr\n"
 	      "  -o OPTIONS      comma-separated:\n"
-	      "     store=DIR    the store (default: --store, $IMGFS_STORE, " IMGFS_DEFAULT_STORE ")\n"
+	      "     store=DIR    the store (default: --store, $IMGFS_STORE, " IMGFS_DEFAULT_STORE
+	      ")\n"
 	      "     config=FILE  registry configuration for pulls under pull/\n"
 	      "     allow_other  let other users see the tree\n"
 	      "     ro           rootfs/ is read-only too\n"
@@ -30,10 +31,10 @@ static int mount_usage(FILE *f)
 
 static bool ignored_option(const char *o)
 {
-	static const char *const names[] = {"rw",	  "suid",   "nosuid",  "dev",  "nodev",  "exec",
-					    "noexec",	  "atime",  "noatime", "auto", "noauto", "user",
-					    "nouser",	  "users",  "defaults", "_netdev", "nofail", "relatime",
-					    "strictatime", "async", "sync", NULL};
+	static const char *const names[] = {
+	    "rw",      "suid",	   "nosuid",	  "dev",   "nodev",  "exec",  "noexec",	  "atime",
+	    "noatime", "auto",	   "noauto",	  "user",  "nouser", "users", "defaults", "_netdev",
+	    "nofail",  "relatime", "strictatime", "async", "sync",   NULL};
 	if (!strncmp(o, "x-", 2) || !strncmp(o, "comment=", 8))
 		return true;
 	for (size_t i = 0; names[i]; i++) {

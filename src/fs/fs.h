@@ -13,8 +13,8 @@ struct imgfs_fs_opts {
 	const char *mountpoint;
 	const char *store_dir;
 	const struct imgfs_fetch_config *fetch; /* borrowed for the daemon's life; may be NULL */
-	bool foreground;                        /* else daemonize and log to syslog */
-	bool read_only;                         /* -o ro: rootfs/ is read-only too */
+	bool foreground;			/* else daemonize and log to syslog */
+	bool read_only;				/* -o ro: rootfs/ is read-only too */
 	bool allow_other;
 	bool debug; /* libfuse's request trace, debug logging */
 };

@@ -13,8 +13,8 @@
 
 /* Timeouts (seconds) the kernel may cache entries and attributes for. */
 #define FS_TIMEOUT_IMMUTABLE 86400.0 /* blobs, layers, snapshots */
-#define FS_TIMEOUT_ROOTFS 1.0        /* writable overlay: we are its only writer */
-#define FS_TIMEOUT_VIRTUAL 1.0       /* image names: `imgfs pull`/`rm` from outside */
+#define FS_TIMEOUT_ROOTFS 1.0	     /* writable overlay: we are its only writer */
+#define FS_TIMEOUT_VIRTUAL 1.0	     /* image names: `imgfs pull`/`rm` from outside */
 
 /* ---- backings and views (inode.c) ---------------------------------------- */
 
@@ -25,9 +25,9 @@
  * Backings live until the daemon exits.
  */
 struct fs_backing {
-	char *key; /* "blobs", "layer:<hex>", "snap:<hex>", "rootfs:<image name>" */
-	int fd;    /* O_PATH fd of the root */
-	int lockfd; /* rootfs: shared flock on the upper dir's lock file, else -1 */
+	char *key;		 /* "blobs", "layer:<hex>", "snap:<hex>", "rootfs:<image name>" */
+	int fd;			 /* O_PATH fd of the root */
+	int lockfd;		 /* rootfs: shared flock on the upper dir's lock file, else -1 */
 	struct fs_backing *next; /* fs->backing_lock */
 };
 
@@ -40,8 +40,8 @@ struct fs_backing {
 struct fs_view {
 	char *vpath;
 	struct fs_backing *b;
-	bool immutable; /* long timeouts, keep_cache */
-	bool writable;  /* rootfs/ of a read-write mount */
+	bool immutable;	      /* long timeouts, keep_cache */
+	bool writable;	      /* rootfs/ of a read-write mount */
 	struct fs_view *next; /* fs->backing_lock */
 };
 
@@ -49,8 +49,8 @@ enum fs_kind { FS_VIRT = 1, FS_PASS = 2 };
 
 struct fs_inode {
 	enum fs_kind kind;
-	uint64_t nlookup;        /* fs->inode_lock */
-	struct fs_inode *hnext;  /* fs->inode_lock */
+	uint64_t nlookup;	/* fs->inode_lock */
+	struct fs_inode *hnext; /* fs->inode_lock */
 	/* FS_PASS (immutable after creation) */
 	struct fs_view *view;
 	int fd; /* O_PATH|O_NOFOLLOW */
@@ -110,17 +110,17 @@ struct fs {
 	struct fs_view *views;
 
 	pthread_mutex_t cat_lock;
-	struct fs_catalog *cat; /* cat_lock */
+	struct fs_catalog *cat;	   /* cat_lock */
 	struct timespec cat_mtime; /* cat_lock: data.mdb mtime when listed */
-	double cat_listed;         /* cat_lock: imgfs_now() when listed */
-	bool cat_dirty;            /* cat_lock: a pull finished */
+	double cat_listed;	   /* cat_lock: imgfs_now() when listed */
+	bool cat_dirty;		   /* cat_lock: a pull finished */
 
 	pthread_mutex_t pull_lock;
-	pthread_cond_t pull_cond;      /* broadcast when any pull finishes */
-	struct fs_pull *pulls;         /* pull_lock */
+	pthread_cond_t pull_cond;		     /* broadcast when any pull finishes */
+	struct fs_pull *pulls;			     /* pull_lock */
 	struct fs_failure failures[FS_MAX_FAILURES]; /* pull_lock, ring */
-	size_t n_failures;                            /* pull_lock, total ever */
-	size_t pulls_running;                         /* pull_lock */
+	size_t n_failures;			     /* pull_lock, total ever */
+	size_t pulls_running;			     /* pull_lock */
 };
 
 /* inode.c */
@@ -129,19 +129,21 @@ struct fs_inode *fs_inode_get(struct fs *fs, fuse_ino_t ino);
 fuse_ino_t fs_inode_id(struct fs *fs, struct fs_inode *in);
 /* Find or create the passthrough inode for fd (takes ownership of fd in every
  * case) in view, and count one lookup. 0 or -errno; *st filled. */
-int fs_inode_pass(struct fs *fs, struct fs_view *view, int fd, struct stat *st, struct fs_inode **out);
+int fs_inode_pass(struct fs *fs, struct fs_view *view, int fd, struct stat *st,
+		  struct fs_inode **out);
 /* Find or create the virtual inode for path, counting one lookup. */
 struct fs_inode *fs_inode_virt(struct fs *fs, const char *path);
 void fs_inode_forget(struct fs *fs, struct fs_inode *in, uint64_t n);
 uint64_t fs_path_ino(const char *path);
 /* The view for vpath over the backing named key, made with make() on first use. */
 struct fs_view *fs_view_get(struct fs *fs, const char *vpath, const char *key, bool immutable,
-			    bool writable, int (*make)(struct fs *fs, void *ctx, struct fs_backing *b),
-			    void *ctx, int *errp);
+			    bool writable,
+			    int (*make)(struct fs *fs, void *ctx, struct fs_backing *b), void *ctx,
+			    int *errp);
 
 /* overlay.c: a detached overlay mount (lowers top-most first). O_PATH-like fd or -errno. */
-int fs_overlay_detached(const char *const *lowers, size_t n, const char *upper, const char *work, bool rdonly,
-			struct imgfs_error *err);
+int fs_overlay_detached(const char *const *lowers, size_t n, const char *upper, const char *work,
+			bool rdonly, struct imgfs_error *err);
 
 /* tree.c */
 struct fs_catalog *fs_catalog_get(struct fs *fs);
@@ -150,11 +152,11 @@ void fs_catalog_invalidate(struct fs *fs);
 void fs_catalog_free_all(struct fs *fs);
 
 enum fs_node_type {
-	FS_NODE_DIR = 1,  /* a virtual directory */
-	FS_NODE_GEN,      /* a virtual file with generated content */
-	FS_NODE_BLOB,     /* a blob file (manifest.json, config.json, index.json) */
-	FS_NODE_VIEW,     /* the root of a passthrough view */
-	FS_NODE_PULL,     /* a complete reference under pull/ not in the store yet */
+	FS_NODE_DIR = 1, /* a virtual directory */
+	FS_NODE_GEN,	 /* a virtual file with generated content */
+	FS_NODE_BLOB,	 /* a blob file (manifest.json, config.json, index.json) */
+	FS_NODE_VIEW,	 /* the root of a passthrough view */
+	FS_NODE_PULL,	 /* a complete reference under pull/ not in the store yet */
 };
 enum fs_view_kind { FS_VIEW_BLOBS = 1, FS_VIEW_LAYER, FS_VIEW_SNAPSHOT, FS_VIEW_ROOTFS };
 

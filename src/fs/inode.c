@@ -98,7 +98,8 @@ static void table_insert(struct fs *fs, struct fs_inode *in)
 	fs->hcount++;
 }
 
-int fs_inode_pass(struct fs *fs, struct fs_view *view, int fd, struct stat *st, struct fs_inode **out)
+int fs_inode_pass(struct fs *fs, struct fs_view *view, int fd, struct stat *st,
+		  struct fs_inode **out)
 {
 	struct fs_inode *in, *fresh;
 
@@ -108,8 +109,10 @@ int fs_inode_pass(struct fs *fs, struct fs_view *view, int fd, struct stat *st, 
 		return -e;
 	}
 	pthread_mutex_lock(&fs->inode_lock);
-	for (in = fs->htab[hash_pass(view, st->st_dev, st->st_ino) & (fs->hsize - 1)]; in; in = in->hnext) {
-		if (in->kind == FS_PASS && in->view == view && in->dev == st->st_dev && in->ino == st->st_ino)
+	for (in = fs->htab[hash_pass(view, st->st_dev, st->st_ino) & (fs->hsize - 1)]; in;
+	     in = in->hnext) {
+		if (in->kind == FS_PASS && in->view == view && in->dev == st->st_dev &&
+		    in->ino == st->st_ino)
 			break;
 	}
 	if (in) {
@@ -202,8 +205,9 @@ void fs_inode_forget(struct fs *fs, struct fs_inode *in, uint64_t n)
 /* ---- views and backings --------------------------------------------------- */
 
 struct fs_view *fs_view_get(struct fs *fs, const char *vpath, const char *key, bool immutable,
-			    bool writable, int (*make)(struct fs *fs, void *ctx, struct fs_backing *b),
-			    void *ctx, int *errp)
+			    bool writable,
+			    int (*make)(struct fs *fs, void *ctx, struct fs_backing *b), void *ctx,
+			    int *errp)
 {
 	struct fs_backing *b;
 	struct fs_view *v;

@@ -61,7 +61,8 @@ int fs_do_getattr(struct fs *fs, struct fs_inode *in, struct stat *st)
 	int rc;
 
 	if (in->kind == FS_PASS)
-		return fstatat(in->fd, "", st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
+		return fstatat(in->fd, "", st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0 ? -errno
+											: 0;
 	rc = fs_tree_resolve(fs, in->path, &n);
 	if (rc < 0)
 		return rc;
@@ -79,7 +80,8 @@ int fs_do_getattr(struct fs *fs, struct fs_inode *in, struct stat *st)
 /* ---- lookup -------------------------------------------------------------------- */
 
 /* Fill e for a passthrough child of parent named name. */
-int fs_do_lookup_pass(struct fs *fs, struct fs_inode *parent, const char *name, struct fuse_entry_param *e)
+int fs_do_lookup_pass(struct fs *fs, struct fs_inode *parent, const char *name,
+		      struct fuse_entry_param *e)
 {
 	struct fs_inode *in;
 	int fd, rc;
@@ -100,14 +102,16 @@ static int view_make(struct fs *fs, void *ctx, struct fs_backing *b)
 	return fs_tree_make_backing(fs, ctx, b);
 }
 
-static int lookup_view(struct fs *fs, const char *path, const struct fs_node *n, struct fuse_entry_param *e)
+static int lookup_view(struct fs *fs, const char *path, const struct fs_node *n,
+		       struct fuse_entry_param *e)
 {
 	bool rootfs = n->view == FS_VIEW_ROOTFS;
 	struct fs_view *v;
 	struct fs_inode *in;
 	int err = 0, fd, rc;
 
-	v = fs_view_get(fs, path, n->key, !rootfs, rootfs && !fs->read_only, view_make, (void *)n, &err);
+	v = fs_view_get(fs, path, n->key, !rootfs, rootfs && !fs->read_only, view_make, (void *)n,
+			&err);
 	if (!v)
 		return -err;
 	fd = openat(v->b->fd, ".", O_PATH | O_DIRECTORY | O_CLOEXEC);
@@ -246,7 +250,8 @@ static void fs_op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 	if (rc < 0)
 		fuse_reply_err(req, -rc);
 	else
-		fuse_reply_attr(req, &st, in->kind == FS_VIRT && S_ISREG(st.st_mode) ? 0 : fs_attr_timeout(in));
+		fuse_reply_attr(
+		    req, &st, in->kind == FS_VIRT && S_ISREG(st.st_mode) ? 0 : fs_attr_timeout(in));
 }
 
 static void fs_op_readlink(fuse_req_t req, fuse_ino_t ino)
@@ -340,7 +345,8 @@ static void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		close(fd); /* interrupted: no release will come */
 }
 
-static void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
+static void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       struct fuse_file_info *fi)
 {
 	struct fs *fs = fuse_req_userdata(req);
 	struct fs_inode *in = fs_inode_get(fs, ino);
@@ -433,8 +439,8 @@ static void fs_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 }
 
 /* Add one entry; false when the buffer is full. */
-static bool add_entry(fuse_req_t req, struct fs *fs, struct fs_inode *dir, char *buf, size_t size, size_t *pos,
-		      const char *name, const struct stat *st, off_t next, bool plus)
+static bool add_entry(fuse_req_t req, struct fs *fs, struct fs_inode *dir, char *buf, size_t size,
+		      size_t *pos, const char *name, const struct stat *st, off_t next, bool plus)
 {
 	size_t left = size - *pos, used;
 
@@ -460,8 +466,8 @@ static bool add_entry(fuse_req_t req, struct fs *fs, struct fs_inode *dir, char 
 	return true;
 }
 
-static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi,
-		       bool plus)
+static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       struct fuse_file_info *fi, bool plus)
 {
 	struct fs *fs = fuse_req_userdata(req);
 	struct fs_inode *in = fs_inode_get(fs, ino);
@@ -507,7 +513,8 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, s
 		memset(&st, 0, sizeof(st));
 		st.st_ino = d->entry->d_ino;
 		st.st_mode = (mode_t)d->entry->d_type << 12;
-		if (!add_entry(req, fs, in, buf, size, &pos, d->entry->d_name, &st, d->entry->d_off, plus))
+		if (!add_entry(req, fs, in, buf, size, &pos, d->entry->d_name, &st, d->entry->d_off,
+			       plus))
 			break;
 		d->offset = d->entry->d_off;
 		d->entry = NULL;
@@ -515,7 +522,8 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, s
 	fuse_reply_buf(req, buf, pos);
 }
 
-static void fs_op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
+static void fs_op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+			  struct fuse_file_info *fi)
 {
 	do_readdir(req, ino, size, off, fi, false);
 }
@@ -620,7 +628,7 @@ static void fs_op_statfs(fuse_req_t req, fuse_ino_t ino)
 static void fs_op_init(void *userdata, struct fuse_conn_info *conn)
 {
 	struct fs *fs = userdata;
-	unsigned want[] = {FUSE_CAP_SPLICE_WRITE, FUSE_CAP_SPLICE_MOVE, FUSE_CAP_SPLICE_READ,
+	unsigned want[] = {FUSE_CAP_SPLICE_WRITE,   FUSE_CAP_SPLICE_MOVE,     FUSE_CAP_SPLICE_READ,
 			   FUSE_CAP_CACHE_SYMLINKS, FUSE_CAP_PARALLEL_DIROPS, FUSE_CAP_ASYNC_READ};
 
 	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
@@ -628,42 +636,42 @@ static void fs_op_init(void *userdata, struct fuse_conn_info *conn)
 			conn->want |= want[i];
 	}
 	conn->want &= ~(unsigned)FUSE_CAP_WRITEBACK_CACHE;
-	imgfs_debug("fs: kernel FUSE protocol %u.%u, capable 0x%x", conn->proto_major, conn->proto_minor,
-		    conn->capable);
+	imgfs_debug("fs: kernel FUSE protocol %u.%u, capable 0x%x", conn->proto_major,
+		    conn->proto_minor, conn->capable);
 	(void)fs;
 }
 
 const struct fuse_lowlevel_ops fs_ops = {
-	.init = fs_op_init,
-	.lookup = fs_op_lookup,
-	.forget = fs_op_forget,
-	.forget_multi = fs_op_forget_multi,
-	.getattr = fs_op_getattr,
-	.readlink = fs_op_readlink,
-	.open = fs_op_open,
-	.read = fs_op_read,
-	.release = fs_op_release,
-	.opendir = fs_op_opendir,
-	.readdir = fs_op_readdir,
-	.readdirplus = fs_op_readdirplus,
-	.releasedir = fs_op_releasedir,
-	.getxattr = fs_op_getxattr,
-	.listxattr = fs_op_listxattr,
-	.statfs = fs_op_statfs,
-	.setattr = fs_op_setattr,
-	.mknod = fs_op_mknod,
-	.mkdir = fs_op_mkdir,
-	.symlink = fs_op_symlink,
-	.link = fs_op_link,
-	.unlink = fs_op_unlink,
-	.rmdir = fs_op_rmdir,
-	.rename = fs_op_rename,
-	.create = fs_op_create,
-	.write_buf = fs_op_write_buf,
-	.flush = fs_op_flush,
-	.fsync = fs_op_fsync,
-	.fsyncdir = fs_op_fsyncdir,
-	.setxattr = fs_op_setxattr,
-	.removexattr = fs_op_removexattr,
-	.fallocate = fs_op_fallocate,
+    .init = fs_op_init,
+    .lookup = fs_op_lookup,
+    .forget = fs_op_forget,
+    .forget_multi = fs_op_forget_multi,
+    .getattr = fs_op_getattr,
+    .readlink = fs_op_readlink,
+    .open = fs_op_open,
+    .read = fs_op_read,
+    .release = fs_op_release,
+    .opendir = fs_op_opendir,
+    .readdir = fs_op_readdir,
+    .readdirplus = fs_op_readdirplus,
+    .releasedir = fs_op_releasedir,
+    .getxattr = fs_op_getxattr,
+    .listxattr = fs_op_listxattr,
+    .statfs = fs_op_statfs,
+    .setattr = fs_op_setattr,
+    .mknod = fs_op_mknod,
+    .mkdir = fs_op_mkdir,
+    .symlink = fs_op_symlink,
+    .link = fs_op_link,
+    .unlink = fs_op_unlink,
+    .rmdir = fs_op_rmdir,
+    .rename = fs_op_rename,
+    .create = fs_op_create,
+    .write_buf = fs_op_write_buf,
+    .flush = fs_op_flush,
+    .fsync = fs_op_fsync,
+    .fsyncdir = fs_op_fsyncdir,
+    .setxattr = fs_op_setxattr,
+    .removexattr = fs_op_removexattr,
+    .fallocate = fs_op_fallocate,
 };

@@ -57,8 +57,8 @@ static int config_lowers(int fsfd, const char *const *lowers, size_t n, struct i
 	return 0;
 }
 
-int fs_overlay_detached(const char *const *lowers, size_t n, const char *upper, const char *work, bool rdonly,
-			struct imgfs_error *err)
+int fs_overlay_detached(const char *const *lowers, size_t n, const char *upper, const char *work,
+			bool rdonly, struct imgfs_error *err)
 {
 	_cleanup_close_ int fsfd = -1;
 	char why[1024];
@@ -75,7 +75,8 @@ int fs_overlay_detached(const char *const *lowers, size_t n, const char *upper, 
 	if (fsconfig(fsfd, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0) {
 		int e = errno;
 		read_fc_log(fsfd, why, sizeof(why));
-		return imgfs_error_errno(err, e, "overlay of %zu layers%s%s", n, why[0] ? ": " : "", why);
+		return imgfs_error_errno(err, e, "overlay of %zu layers%s%s", n, why[0] ? ": " : "",
+					 why);
 	}
 	mfd = fsmount(fsfd, FSMOUNT_CLOEXEC, rdonly ? MOUNT_ATTR_RDONLY : 0);
 	if (mfd < 0)

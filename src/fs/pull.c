@@ -17,14 +17,14 @@ struct fs_pull_layer {
 
 struct fs_pull {
 	struct fs *fs;
-	char *ref;      /* as looked up */
-	int refs;       /* pull_lock: waiters + the worker */
-	bool done;      /* pull_lock */
-	int code;       /* pull_lock: 0 or errno */
+	char *ref; /* as looked up */
+	int refs;  /* pull_lock: waiters + the worker */
+	bool done; /* pull_lock */
+	int code;  /* pull_lock: 0 or errno */
 	time_t started;
-	size_t n_layers;               /* pull_lock */
-	struct fs_pull_layer *layers;  /* pull_lock */
-	struct fs_pull *next;          /* pull_lock */
+	size_t n_layers;	      /* pull_lock */
+	struct fs_pull_layer *layers; /* pull_lock */
+	struct fs_pull *next;	      /* pull_lock */
 };
 
 static void pull_unref_locked(struct fs *fs, struct fs_pull *p)
@@ -58,7 +58,8 @@ static void on_progress(void *ctx, const struct imgfs_pull_progress *pr)
 	}
 	for (size_t i = 0; i < pr->n_layers; i++) {
 		struct fs_pull_layer *l = &p->layers[i];
-		snprintf(l->digest, sizeof(l->digest), "%s", pr->layers[i].digest ? pr->layers[i].digest : "");
+		snprintf(l->digest, sizeof(l->digest), "%s",
+			 pr->layers[i].digest ? pr->layers[i].digest : "");
 		l->size = pr->layers[i].size;
 		l->downloaded = pr->layers[i].downloaded;
 		l->extracted = pr->layers[i].extracted;
@@ -86,7 +87,7 @@ static void *pull_worker(void *arg)
 	struct fs_pull *p = arg;
 	struct fs *fs = p->fs;
 	struct imgfs_pull_opts po = {
-		.fetch = fs->fetch, .progress = on_progress, .progress_ctx = p};
+	    .fetch = fs->fetch, .progress = on_progress, .progress_ctx = p};
 	struct imgfs_error err = {0};
 	json_t *rec = NULL;
 	int rc;
@@ -260,12 +261,13 @@ char *fs_status_text(struct fs *fs, size_t *len)
 	for (struct fs_pull *p = fs->pulls; p; p = p->next) {
 		if (p->done)
 			continue;
-		sb_printf(&b, "pull %s (%lds, %zu layers)\n", p->ref, (long)(time(NULL) - p->started),
-			  p->n_layers);
+		sb_printf(&b, "pull %s (%lds, %zu layers)\n", p->ref,
+			  (long)(time(NULL) - p->started), p->n_layers);
 		for (size_t i = 0; i < p->n_layers; i++) {
 			const struct fs_pull_layer *l = &p->layers[i];
-			sb_printf(&b, "  layer %zu %s %s %llu/%llu bytes\n", i, l->digest, state_name(l->state),
-				  (unsigned long long)l->downloaded, (unsigned long long)l->size);
+			sb_printf(&b, "  layer %zu %s %s %llu/%llu bytes\n", i, l->digest,
+				  state_name(l->state), (unsigned long long)l->downloaded,
+				  (unsigned long long)l->size);
 		}
 	}
 	nf = fs->n_failures < FS_MAX_FAILURES ? fs->n_failures : FS_MAX_FAILURES;

@@ -21,7 +21,7 @@ static void fuse_log_to_imgfs(enum fuse_log_level level, const char *fmt, va_lis
 	n = strlen(msg);
 	while (n && msg[n - 1] == '\n')
 		msg[--n] = '\0';
-	imgfs_log(level <= FUSE_LOG_ERR ? IMGFS_LOG_ERR
+	imgfs_log(level <= FUSE_LOG_ERR	      ? IMGFS_LOG_ERR
 		  : level == FUSE_LOG_WARNING ? IMGFS_LOG_WARN
 		  : level <= FUSE_LOG_INFO    ? IMGFS_LOG_INFO
 					      : IMGFS_LOG_DEBUG,
@@ -38,8 +38,8 @@ char *imgfs_fs_upper_dir(const char *store_root, const char *image_name)
 	if (!esc)
 		return NULL;
 	for (const unsigned char *p = (const unsigned char *)image_name; *p; p++) {
-		if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '.' ||
-		    *p == '_' || *p == '-') {
+		if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+		    (*p >= '0' && *p <= '9') || *p == '.' || *p == '_' || *p == '-') {
 			*o++ = (char)*p;
 		} else {
 			*o++ = '%';
@@ -71,9 +71,10 @@ int imgfs_fs_reset(struct imgfs_store *s, const char *image_name, struct imgfs_e
 		return imgfs_error_errno(err, errno, "reset %s: %s", image_name, lock);
 	if (flock(lfd, LOCK_EX | LOCK_NB) < 0) {
 		if (errno == EWOULDBLOCK)
-			return imgfs_error_set(err, EBUSY,
-					       "reset %s: its rootfs is in use by a mounted imgfs; unmount it first",
-					       image_name);
+			return imgfs_error_set(
+			    err, EBUSY,
+			    "reset %s: its rootfs is in use by a mounted imgfs; unmount it first",
+			    image_name);
 		return imgfs_error_errno(err, errno, "reset %s: lock", image_name);
 	}
 	rc = imgfs_rm_rf_at(dfd, "upper");
@@ -102,17 +103,19 @@ static int fs_init(struct fs *fs, const struct imgfs_fs_opts *opts, struct imgfs
 	return 0;
 }
 
-static struct fuse_session *session_new(struct fs *fs, const struct imgfs_fs_opts *opts, struct imgfs_error *err)
+static struct fuse_session *session_new(struct fs *fs, const struct imgfs_fs_opts *opts,
+					struct imgfs_error *err)
 {
-	_cleanup_free_ char *o = imgfs_xasprintf("fsname=imgfs,subtype=imgfs,default_permissions%s%s",
-						 opts->allow_other ? ",allow_other" : "",
-						 opts->read_only ? ",ro" : "");
+	_cleanup_free_ char *o =
+	    imgfs_xasprintf("fsname=imgfs,subtype=imgfs,default_permissions%s%s",
+			    opts->allow_other ? ",allow_other" : "", opts->read_only ? ",ro" : "");
 	char *argv[] = {"imgfs", "-o", o, opts->debug ? "-d" : NULL, NULL};
 	struct fuse_args args = FUSE_ARGS_INIT(opts->debug ? 4 : 3, argv);
 	struct fuse_session *se = fuse_session_new(&args, &fs_ops, sizeof(fs_ops), fs);
 
 	if (!se)
-		imgfs_error_set(err, EINVAL, "mount %s: could not create the FUSE session", opts->mountpoint);
+		imgfs_error_set(err, EINVAL, "mount %s: could not create the FUSE session",
+				opts->mountpoint);
 	return se;
 }
 
@@ -129,7 +132,8 @@ int imgfs_fs_main(const struct imgfs_fs_opts *opts, struct imgfs_error *err)
 	if (stat(opts->mountpoint, &st) < 0)
 		return imgfs_error_errno(err, errno, "mount point %s", opts->mountpoint);
 	if (!S_ISDIR(st.st_mode))
-		return imgfs_error_set(err, ENOTDIR, "mount point %s: not a directory", opts->mountpoint);
+		return imgfs_error_set(err, ENOTDIR, "mount point %s: not a directory",
+				       opts->mountpoint);
 	/* open the store once here so its errors reach the terminal; LMDB must
 	 * not cross the fork of daemonizing, so the daemon opens it again */
 	if (imgfs_store_open(opts->store_dir, &probe, err) < 0)
@@ -143,18 +147,21 @@ int imgfs_fs_main(const struct imgfs_fs_opts *opts, struct imgfs_error *err)
 		return -1;
 	if (fuse_set_signal_handlers(fs->se) != 0) {
 		fuse_session_destroy(fs->se);
-		return imgfs_error_set(err, EIO, "mount %s: could not set signal handlers", opts->mountpoint);
+		return imgfs_error_set(err, EIO, "mount %s: could not set signal handlers",
+				       opts->mountpoint);
 	}
 	if (fuse_session_mount(fs->se, opts->mountpoint) != 0) {
 		fuse_remove_signal_handlers(fs->se);
 		fuse_session_destroy(fs->se);
-		return imgfs_error_set(err, EIO, "mount %s: the FUSE mount failed (see above)", opts->mountpoint);
+		return imgfs_error_set(err, EIO, "mount %s: the FUSE mount failed (see above)",
+				       opts->mountpoint);
 	}
 	if (!opts->foreground) {
 		imgfs_log_use_syslog("imgfs");
 		if (fuse_daemonize(0) != 0) {
 			fuse_session_unmount(fs->se);
-			return imgfs_error_set(err, EIO, "mount %s: could not daemonize", opts->mountpoint);
+			return imgfs_error_set(err, EIO, "mount %s: could not daemonize",
+					       opts->mountpoint);
 		}
 	}
 	if (fs_init(fs, opts, err) < 0) {
@@ -185,5 +192,6 @@ int imgfs_fs_main(const struct imgfs_fs_opts *opts, struct imgfs_error *err)
 	}
 	fuse_session_destroy(fs->se);
 	imgfs_store_close(fs->store);
-	return rc < 0 ? imgfs_error_set(err, -rc, "mount %s: %s", opts->mountpoint, strerror(-rc)) : 0;
+	return rc < 0 ? imgfs_error_set(err, -rc, "mount %s: %s", opts->mountpoint, strerror(-rc))
+		      : 0;
 }

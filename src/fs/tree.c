@@ -46,7 +46,8 @@ static int image_comps(const char *name, char ***out, size_t *n)
 
 	if (imgfs_ref_parse(name, &ref, &err) < 0)
 		return -1;
-	if (!strcmp(ref.domain, "docker.io") && !strncmp(ref.path, "library/", 8) && !strchr(ref.path + 8, '/'))
+	if (!strcmp(ref.domain, "docker.io") && !strncmp(ref.path, "library/", 8) &&
+	    !strchr(ref.path + 8, '/'))
 		repo = imgfs_xstrdup(ref.path + 8);
 	else if (!strcmp(ref.domain, "docker.io"))
 		repo = imgfs_xstrdup(ref.path);
@@ -129,7 +130,8 @@ struct fs_catalog *fs_catalog_get(struct fs *fs)
 	stat(fs->meta_path, &st);
 	pthread_mutex_lock(&fs->cat_lock);
 	if (!fs->cat || fs->cat_dirty || now - fs->cat_listed > 2.0 ||
-	    st.st_mtim.tv_sec != fs->cat_mtime.tv_sec || st.st_mtim.tv_nsec != fs->cat_mtime.tv_nsec) {
+	    st.st_mtim.tv_sec != fs->cat_mtime.tv_sec ||
+	    st.st_mtim.tv_nsec != fs->cat_mtime.tv_nsec) {
 		struct fs_catalog *fresh = catalog_build(fs);
 		if (fresh) {
 			if (fs->cat && --fs->cat->refs == 0)
@@ -187,7 +189,8 @@ static size_t rec_nlayers(json_t *rec)
 
 static const char *rec_layer(json_t *rec, size_t i, const char *key)
 {
-	return json_string_value(json_object_get(json_array_get(json_object_get(rec, "layers"), i), key));
+	return json_string_value(
+	    json_object_get(json_array_get(json_object_get(rec, "layers"), i), key));
 }
 
 static const char *hex_of(const char *digest)
@@ -197,13 +200,14 @@ static const char *hex_of(const char *digest)
 }
 
 /* Find an image layer whose diffID (want_chain false) or chainID hex is hex. */
-static bool find_layer(struct fs_catalog *c, const char *hex, bool want_chain, const struct fs_image **img,
-		       size_t *idx)
+static bool find_layer(struct fs_catalog *c, const char *hex, bool want_chain,
+		       const struct fs_image **img, size_t *idx)
 {
 	for (size_t i = 0; i < c->n; i++) {
 		size_t n = rec_nlayers(c->images[i].rec);
 		for (size_t j = 0; j < n; j++) {
-			const char *d = rec_layer(c->images[i].rec, j, want_chain ? "chainID" : "diffID");
+			const char *d =
+			    rec_layer(c->images[i].rec, j, want_chain ? "chainID" : "diffID");
 			if (d && !strncmp(d, "sha256:", 7) && !strcmp(d + 7, hex)) {
 				*img = &c->images[i];
 				*idx = j;
@@ -216,13 +220,24 @@ static bool find_layer(struct fs_catalog *c, const char *hex, bool want_chain, c
 
 /* ---- classifying a path ----------------------------------------------------- */
 
-enum where_kind { W_NONE, W_ROOT, W_BLOBS, W_LAYERS, W_SNAPSHOTS, W_IMGFS, W_PULL_PARTIAL, W_PULL_MISSING, W_NAMESPACE, W_IMAGE };
+enum where_kind {
+	W_NONE,
+	W_ROOT,
+	W_BLOBS,
+	W_LAYERS,
+	W_SNAPSHOTS,
+	W_IMGFS,
+	W_PULL_PARTIAL,
+	W_PULL_MISSING,
+	W_NAMESPACE,
+	W_IMAGE
+};
 
 struct where {
 	enum where_kind kind;
 	const struct fs_image *img; /* W_IMAGE */
-	char *ref;                  /* W_PULL_MISSING, W_IMAGE under pull/ */
-	size_t rest;                /* index of the first component below the container */
+	char *ref;		    /* W_PULL_MISSING, W_IMAGE under pull/ */
+	size_t rest;		    /* index of the first component below the container */
 };
 
 static bool looks_like_domain(const char *c)
@@ -266,7 +281,8 @@ static const struct fs_image *catalog_find_ref(struct fs_catalog *c, const char 
 		const char *nm = c->images[i].name;
 		const char *d = rec_str(c->images[i].rec, "target", "digest");
 		size_t rl = strlen(repo);
-		if (d && !strcmp(d, ref.digest.str) && !strncmp(nm, repo, rl) && (nm[rl] == ':' || nm[rl] == '@'))
+		if (d && !strcmp(d, ref.digest.str) && !strncmp(nm, repo, rl) &&
+		    (nm[rl] == ':' || nm[rl] == '@'))
 			found = &c->images[i];
 	}
 	imgfs_ref_destroy(&ref);
@@ -343,7 +359,8 @@ static void classify(struct fs_catalog *c, char **comps, size_t n, struct where 
 		w->kind = W_IMAGE;
 		w->rest = w->img->ncomps;
 		/* an image dir that is also a namespace prefix of a longer name */
-		if (ns && n > w->rest && strcmp(comps[w->rest], "layers") && strcmp(comps[w->rest], "rootfs"))
+		if (ns && n > w->rest && strcmp(comps[w->rest], "layers") &&
+		    strcmp(comps[w->rest], "rootfs"))
 			w->img = NULL;
 	}
 	if (!w->img) {
@@ -443,7 +460,8 @@ static int resolve_in_image(const struct fs_image *im, char **rest, size_t n, st
 	if (n == 2 && !strcmp(rest[0], "layers")) {
 		char *end;
 		unsigned long i = strtoul(rest[1], &end, 10);
-		if (*end || !rest[1][0] || (rest[1][0] == '0' && rest[1][1]) || i >= rec_nlayers(rec))
+		if (*end || !rest[1][0] || (rest[1][0] == '0' && rest[1][1]) ||
+		    i >= rec_nlayers(rec))
 			return -ENOENT;
 		d = rec_layer(rec, i, "chainID");
 		if (!d)
@@ -457,7 +475,8 @@ static int resolve_in_image(const struct fs_image *im, char **rest, size_t n, st
 	return -ENOENT;
 }
 
-static int resolve_hex_dir(struct fs_catalog *c, char **rest, size_t n, bool chain, struct fs_node *out)
+static int resolve_hex_dir(struct fs_catalog *c, char **rest, size_t n, bool chain,
+			   struct fs_node *out)
 {
 	const struct fs_image *im;
 	size_t idx;
@@ -476,7 +495,8 @@ static int resolve_hex_dir(struct fs_catalog *c, char **rest, size_t n, bool cha
 	return 0;
 }
 
-static int resolve_where(struct fs *fs, struct fs_catalog *c, char **comps, size_t n, struct fs_node *out)
+static int resolve_where(struct fs *fs, struct fs_catalog *c, char **comps, size_t n,
+			 struct fs_node *out)
 {
 	struct where w;
 	int rc = -ENOENT;
@@ -649,7 +669,8 @@ int fs_tree_list(struct fs *fs, const char *path, struct fs_dirent **out, size_t
 	switch (w.kind) {
 	case W_ROOT:
 		if (n == 0) {
-			static const char *const reserved[] = {"blobs", "layers", "snapshots", "pull", ".imgfs"};
+			static const char *const reserved[] = {"blobs", "layers", "snapshots",
+							       "pull", ".imgfs"};
 			for (size_t i = 0; i < 5; i++)
 				dl_add(&l, reserved[i], S_IFDIR);
 			list_names(c, comps, 0, &l);
@@ -668,8 +689,8 @@ int fs_tree_list(struct fs *fs, const char *path, struct fs_dirent **out, size_t
 	case W_SNAPSHOTS:
 		for (size_t i = 0; n == 1 && i < c->n; i++) {
 			for (size_t j = 0; j < rec_nlayers(c->images[i].rec); j++) {
-				const char *d = rec_layer(c->images[i].rec, j,
-							  w.kind == W_LAYERS ? "diffID" : "chainID");
+				const char *d = rec_layer(
+				    c->images[i].rec, j, w.kind == W_LAYERS ? "diffID" : "chainID");
 				if (d && !strncmp(d, "sha256:", 7))
 					dl_add(&l, hex_of(d), S_IFDIR);
 			}
@@ -730,7 +751,8 @@ static int chain_dirs(struct fs *fs, const char *chain_id, char ***dirs, size_t 
 	return rc;
 }
 
-static int make_overlay(struct fs *fs, const char *chain_top, const char *image_name, struct fs_backing *b)
+static int make_overlay(struct fs *fs, const char *chain_top, const char *image_name,
+			struct fs_backing *b)
 {
 	struct imgfs_error err = {0};
 	char **dirs = NULL;
@@ -765,8 +787,9 @@ static int make_overlay(struct fs *fs, const char *chain_top, const char *image_
 		}
 	}
 	if (rc == 0) {
-		int fd = fs_overlay_detached((const char *const *)dirs, n, image_name ? upper : NULL,
-					     image_name ? work : NULL, !image_name || fs->read_only, &err);
+		int fd = fs_overlay_detached((const char *const *)dirs, n,
+					     image_name ? upper : NULL, image_name ? work : NULL,
+					     !image_name || fs->read_only, &err);
 		if (fd < 0) {
 			imgfs_err("fs: %s: %s", b->key, err.msg);
 			rc = err.code ? -err.code : -EIO;

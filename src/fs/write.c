@@ -151,7 +151,8 @@ void fs_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_
 	fuse_reply_err(req, err);
 }
 
-void fs_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, struct fuse_file_info *fi)
+void fs_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		  struct fuse_file_info *fi)
 {
 	struct fs *fs = fuse_req_userdata(req);
 	struct fuse_entry_param e = {0};
@@ -180,7 +181,8 @@ void fs_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mo
 		close(fd);
 }
 
-void fs_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, struct fuse_file_info *fi)
+void fs_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+		   struct fuse_file_info *fi)
 {
 	struct fs *fs = fuse_req_userdata(req);
 	struct fs_inode *in;
@@ -195,7 +197,8 @@ void fs_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set
 	}
 	fs_proc_path(in, path, sizeof(path));
 	if (to_set & FUSE_SET_ATTR_MODE) {
-		rc = fi ? fchmod((int)fi->fh, attr->st_mode & 07777) : chmod(path, attr->st_mode & 07777);
+		rc = fi ? fchmod((int)fi->fh, attr->st_mode & 07777)
+			: chmod(path, attr->st_mode & 07777);
 		if (rc < 0)
 			goto fail;
 	}
@@ -305,7 +308,8 @@ void fs_op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_fi
 	fuse_reply_err(req, err);
 }
 
-void fs_op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value, size_t size, int flags)
+void fs_op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+		    size_t size, int flags)
 {
 	struct fs_inode *in;
 	char path[64];
