@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <syslog.h>
 
@@ -85,8 +86,22 @@ int imgfs_fs_reset(struct imgfs_store *s, const char *image_name, struct imgfs_e
 	return 0;
 }
 
+/* Every inode the kernel remembers holds an O_PATH fd: lift the soft limit
+ * on open files to the hard one, as passthrough_hp does. */
+static void raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+			imgfs_warn("fs: raising the open file limit: %s", strerror(errno));
+	}
+}
+
 static int fs_init(struct fs *fs, const struct imgfs_fs_opts *opts, struct imgfs_error *err)
 {
+	raise_nofile();
 	if (imgfs_store_open(opts->store_dir, &fs->store, err) < 0)
 		return -1;
 	fs->root = imgfs_store_root(fs->store);
