@@ -7,6 +7,7 @@
 #include "fs_i.h"
 
 #include <fcntl.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/resource.h>
@@ -91,7 +92,20 @@ int imgfs_fs_reset(struct imgfs_store *s, const char *image_name, struct imgfs_e
 static void raise_nofile(void)
 {
 	struct rlimit rl;
+	unsigned long nr_open = 0;
+	FILE *f = fopen("/proc/sys/fs/nr_open", "re");
 
+	if (f) {
+		if (fscanf(f, "%lu", &nr_open) != 1)
+			nr_open = 0;
+		fclose(f);
+	}
+	/* root may go up to the kernel's nr_open */
+	if (nr_open && getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_max < nr_open) {
+		struct rlimit want = {nr_open, nr_open};
+		if (setrlimit(RLIMIT_NOFILE, &want) == 0)
+			return;
+	}
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
 		rl.rlim_cur = rl.rlim_max;
 		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
