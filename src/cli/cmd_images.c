@@ -37,9 +37,20 @@ static int simple_opts(int argc, char **argv, bool *json, const char *usage)
 
 /* ---- images --------------------------------------------------------------- */
 
+/* The record with the manifest's digest and media type also at the top level,
+ * as inspect --json shows them. */
+static json_t *image_view(json_t *rec)
+{
+	json_t *out = json_deep_copy(rec);
+	json_t *target = json_object_get(rec, "target");
+	json_object_set_new(out, "digest", json_string(jstr(target, "digest")));
+	json_object_set_new(out, "mediaType", json_string(jstr(target, "mediaType")));
+	return out;
+}
+
 static int add_image(void *ctx, const char *name, json_t *rec)
 {
-	json_array_append(ctx, rec);
+	json_array_append_new(ctx, image_view(rec));
 	return 0;
 }
 
@@ -173,9 +184,7 @@ int cmd_inspect(struct cli *cli, int argc, char **argv)
 		imgfs_store_close(s);
 		return cli_fail(&err);
 	}
-	out = json_deep_copy(rec);
-	json_object_set_new(out, "digest", json_string(jstr(json_object_get(rec, "target"), "digest")));
-	json_object_set_new(out, "mediaType", json_string(jstr(json_object_get(rec, "target"), "mediaType")));
+	out = image_view(rec);
 	cfg = json_object_get(out, "config");
 	{
 		json_t *sum = config_summary(s, rec);
