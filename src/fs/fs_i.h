@@ -13,7 +13,9 @@
 
 /* Timeouts (seconds) the kernel may cache entries and attributes for. */
 #define FS_TIMEOUT_IMMUTABLE 86400.0 /* blobs, layers, snapshots */
-#define FS_TIMEOUT_ROOTFS 1.0	     /* writable overlay: we are its only writer */
+/* rootfs/ changes only through this mount (reset is refused while it is in
+ * use), and the kernel updates its caches on every change it sends us */
+#define FS_TIMEOUT_ROOTFS 86400.0
 #define FS_TIMEOUT_VIRTUAL 1.0	     /* image names: `imgfs pull`/`rm` from outside */
 
 /* ---- backings and views (inode.c) ---------------------------------------- */

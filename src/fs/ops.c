@@ -337,10 +337,10 @@ static void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		return;
 	}
 	fi->fh = (uint64_t)fd;
-	if (in->view->immutable) {
-		fi->keep_cache = 1;
+	/* file data changes only through this mount: the page cache stays valid */
+	fi->keep_cache = 1;
+	if ((fi->flags & O_ACCMODE) == O_RDONLY)
 		fi->noflush = 1;
-	}
 	if (fuse_reply_open(req, fi) == -ENOENT)
 		close(fd); /* interrupted: no release will come */
 }
@@ -419,10 +419,10 @@ static void fs_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 			if (fd >= 0)
 				close(fd);
 		}
-		if (in->view->immutable) {
-			fi->cache_readdir = 1;
-			fi->keep_cache = 1;
-		}
+		/* directories change only through this mount, and the kernel
+		 * drops its cached listing when they do */
+		fi->cache_readdir = 1;
+		fi->keep_cache = 1;
 	}
 	if (rc < 0) {
 		free(d);
