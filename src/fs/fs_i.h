@@ -16,7 +16,7 @@
 /* rootfs/ changes only through this mount (reset is refused while it is in
  * use), and the kernel updates its caches on every change it sends us */
 #define FS_TIMEOUT_ROOTFS 86400.0
-#define FS_TIMEOUT_VIRTUAL 1.0	     /* image names: `imgfs pull`/`rm` from outside */
+#define FS_TIMEOUT_VIRTUAL 1.0 /* image names: `imgfs pull`/`rm` from outside */
 
 /* ---- backings and views (inode.c) ---------------------------------------- */
 
@@ -99,6 +99,9 @@ struct fs {
 	const struct imgfs_fetch_config *fetch;
 	bool read_only;
 	bool debug;
+	/* the kernel can do without OPEN/OPENDIR (FUSE_CAP_NO_OPEN*_SUPPORT): we
+	 * answer them ENOSYS, it stops sending them, and file handles are 0 */
+	bool no_open, no_opendir;
 	struct fuse_session *se;
 	char *meta_path; /* <root>/meta/data.mdb: its mtime tells when to re-list */
 
@@ -177,6 +180,8 @@ struct fs_node {
 	char *ref;
 	/* attributes for DIR/GEN */
 	time_t mtime;
+	long mtime_ns; /* changes whenever a directory's listing may have: the kernel keeps listings
+			*/
 	nlink_t nlink;
 };
 void fs_node_destroy(struct fs_node *n);

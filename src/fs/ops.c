@@ -29,6 +29,7 @@ static void virt_stat(const char *path, const struct fs_node *n, struct stat *st
 	memset(st, 0, sizeof(*st));
 	st->st_ino = strcmp(path, "/") ? fs_path_ino(path) : 1;
 	st->st_mtim.tv_sec = st->st_ctim.tv_sec = st->st_atim.tv_sec = n->mtime;
+	st->st_mtim.tv_nsec = st->st_ctim.tv_nsec = st->st_atim.tv_nsec = n->mtime_ns;
 	st->st_blksize = 4096;
 	if (n->type == FS_NODE_GEN) {
 		st->st_mode = S_IFREG | 0444;
@@ -298,6 +299,11 @@ static void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	char path[64];
 	int fd;
 
+	if (fs->no_open) {
+		/* the kernel then opens without us (handle 0) and keeps the page cache */
+		fuse_reply_err(req, ENOSYS);
+		return;
+	}
 	if (in->kind == FS_VIRT) {
 		struct fs_node n;
 		struct fs_genfile *g;
@@ -352,19 +358,45 @@ static void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	struct fs_inode *in = fs_inode_get(fs, ino);
 
 	if (in->kind == FS_VIRT) {
-		struct fs_genfile *g = (struct fs_genfile *)(uintptr_t)fi->fh;
-		if (off < 0 || (size_t)off >= g->len) {
-			fuse_reply_buf(req, NULL, 0);
+		struct fs_genfile *g = (struct fs_genfile *)(uintptr_t)fi->fh, tmp = {0};
+		struct fs_node n;
+		if (!g) {
+			/* no open: generate for this read */
+			int rc = fs_tree_resolve(fs, in->path, &n);
+			if (rc == 0 && n.type != FS_NODE_GEN) {
+				fs_node_destroy(&n);
+				rc = -EISDIR;
+			}
+			if (rc < 0) {
+				fuse_reply_err(req, -rc);
+				return;
+			}
+			tmp.buf = steal_pointer(&n.content);
+			tmp.len = n.len;
+			fs_node_destroy(&n);
+			g = &tmp;
+		}
+		if (off < 0 || (size_t)off >= g->len)
+			size = 0;
+		else if (size > g->len - (size_t)off)
+			size = g->len - (size_t)off;
+		fuse_reply_buf(req, size ? g->buf + off : NULL, size);
+		free(tmp.buf);
+		return;
+	}
+	_cleanup_close_ int fd = -1;
+	if (!fi->fh) {
+		char path[64];
+		fs_proc_path(in, path, sizeof(path));
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0) {
+			fuse_reply_err(req, errno);
 			return;
 		}
-		if (size > g->len - (size_t)off)
-			size = g->len - (size_t)off;
-		fuse_reply_buf(req, g->buf + off, size);
-		return;
 	}
 	struct fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
 	buf.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
-	buf.buf[0].fd = (int)fi->fh;
+	buf.buf[0].fd = fi->fh ? (int)fi->fh : fd;
 	buf.buf[0].pos = off;
 	fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
 }
@@ -374,7 +406,9 @@ static void fs_op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 	struct fs *fs = fuse_req_userdata(req);
 	struct fs_inode *in = fs_inode_get(fs, ino);
 
-	if (in->kind == FS_VIRT) {
+	if (!fi->fh) {
+		/* opened without us */
+	} else if (in->kind == FS_VIRT) {
 		struct fs_genfile *g = (struct fs_genfile *)(uintptr_t)fi->fh;
 		free(g->buf);
 		free(g);
@@ -397,17 +431,21 @@ struct fs_dir {
 	size_t n;
 };
 
-static void fs_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+static void dir_free(struct fs_dir *d)
 {
-	struct fs *fs = fuse_req_userdata(req);
-	struct fs_inode *in = fs_inode_get(fs, ino);
+	if (d->dp)
+		closedir(d->dp);
+	fs_dirents_free(d->ents, d->n);
+	free(d);
+}
+
+static int dir_open(struct fs *fs, struct fs_inode *in, struct fs_dir **out)
+{
 	struct fs_dir *d = calloc(1, sizeof(*d));
 	int rc = 0, fd;
 
-	if (!d) {
-		fuse_reply_err(req, ENOMEM);
-		return;
-	}
+	if (!d)
+		return -ENOMEM;
 	d->kind = in->kind;
 	if (in->kind == FS_VIRT) {
 		rc = fs_tree_list(fs, in->path, &d->ents, &d->n);
@@ -419,23 +457,42 @@ static void fs_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 			if (fd >= 0)
 				close(fd);
 		}
+	}
+	if (rc < 0) {
+		free(d);
+		return rc;
+	}
+	*out = d;
+	return 0;
+}
+
+static void fs_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fs *fs = fuse_req_userdata(req);
+	struct fs_inode *in = fs_inode_get(fs, ino);
+	struct fs_dir *d;
+	int rc;
+
+	if (fs->no_opendir) {
+		/* readdir comes with handle 0; the kernel caches listings
+		 * (virtual directories change their mtime when they change) */
+		fuse_reply_err(req, ENOSYS);
+		return;
+	}
+	rc = dir_open(fs, in, &d);
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	if (in->kind == FS_PASS) {
 		/* directories change only through this mount, and the kernel
 		 * drops its cached listing when they do */
 		fi->cache_readdir = 1;
 		fi->keep_cache = 1;
 	}
-	if (rc < 0) {
-		free(d);
-		fuse_reply_err(req, -rc);
-		return;
-	}
 	fi->fh = (uint64_t)(uintptr_t)d;
-	if (fuse_reply_open(req, fi) == -ENOENT) {
-		if (d->dp)
-			closedir(d->dp);
-		fs_dirents_free(d->ents, d->n);
-		free(d);
-	}
+	if (fuse_reply_open(req, fi) == -ENOENT)
+		dir_free(d);
 }
 
 /* Add one entry; false when the buffer is full. */
@@ -466,12 +523,9 @@ static bool add_entry(fuse_req_t req, struct fs *fs, struct fs_inode *dir, char 
 	return true;
 }
 
-static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
-		       struct fuse_file_info *fi, bool plus)
+static void readdir_fill(fuse_req_t req, struct fs *fs, struct fs_inode *in, struct fs_dir *d,
+			 size_t size, off_t off, bool plus)
 {
-	struct fs *fs = fuse_req_userdata(req);
-	struct fs_inode *in = fs_inode_get(fs, ino);
-	struct fs_dir *d = (struct fs_dir *)(uintptr_t)fi->fh;
 	_cleanup_free_ char *buf = calloc(1, size);
 	size_t pos = 0;
 	struct stat st;
@@ -522,6 +576,32 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	fuse_reply_buf(req, buf, pos);
 }
 
+static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       struct fuse_file_info *fi, bool plus)
+{
+	struct fs *fs = fuse_req_userdata(req);
+	struct fs_inode *in = fs_inode_get(fs, ino);
+	struct fs_dir *d = (struct fs_dir *)(uintptr_t)fi->fh;
+	int rc;
+
+	if (d) {
+		readdir_fill(req, fs, in, d, size, off, plus);
+		return;
+	}
+	/* no opendir: a handle for this call only */
+	rc = dir_open(fs, in, &d);
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	if (d->dp && off) {
+		seekdir(d->dp, off);
+		d->offset = off;
+	}
+	readdir_fill(req, fs, in, d, size, off, plus);
+	dir_free(d);
+}
+
 static void fs_op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			  struct fuse_file_info *fi)
 {
@@ -537,10 +617,8 @@ static void fs_op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t
 static void fs_op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct fs_dir *d = (struct fs_dir *)(uintptr_t)fi->fh;
-	if (d->dp)
-		closedir(d->dp);
-	fs_dirents_free(d->ents, d->n);
-	free(d);
+	if (d)
+		dir_free(d);
 	fuse_reply_err(req, 0);
 }
 
@@ -636,9 +714,10 @@ static void fs_op_init(void *userdata, struct fuse_conn_info *conn)
 			conn->want |= want[i];
 	}
 	conn->want &= ~(unsigned)FUSE_CAP_WRITEBACK_CACHE;
+	fs->no_open = conn->capable & FUSE_CAP_NO_OPEN_SUPPORT;
+	fs->no_opendir = conn->capable & FUSE_CAP_NO_OPENDIR_SUPPORT;
 	imgfs_debug("fs: kernel FUSE protocol %u.%u, capable 0x%x", conn->proto_major,
 		    conn->proto_minor, conn->capable);
-	(void)fs;
 }
 
 const struct fuse_lowlevel_ops fs_ops = {

@@ -417,6 +417,7 @@ static int resolve_in_image(const struct fs_image *im, char **rest, size_t n, st
 	json_int_t pulled = json_integer_value(json_object_get(rec, "pulled"));
 
 	out->mtime = (time_t)pulled;
+	out->mtime_ns = 0;
 	if (n == 0) {
 		out->type = FS_NODE_DIR;
 		out->nlink = 4;
@@ -503,6 +504,7 @@ static int resolve_where(struct fs *fs, struct fs_catalog *c, char **comps, size
 
 	classify(c, comps, n, &w);
 	out->mtime = c->when.tv_sec;
+	out->mtime_ns = c->when.tv_nsec;
 	out->nlink = 2;
 	if (w.kind == W_NONE || w.rest > n)
 		goto out;
@@ -538,7 +540,10 @@ static int resolve_where(struct fs *fs, struct fs_catalog *c, char **comps, size
 		} else if (nr == 1 && !strcmp(rest[0], "status")) {
 			out->type = FS_NODE_GEN;
 			out->content = fs_status_text(fs, &out->len);
-			out->mtime = time(NULL);
+			struct timespec now;
+			clock_gettime(CLOCK_REALTIME, &now);
+			out->mtime = now.tv_sec;
+			out->mtime_ns = now.tv_nsec;
 			rc = out->content ? 0 : -ENOMEM;
 		}
 		break;

@@ -176,8 +176,16 @@ void fs_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mo
 		fuse_reply_err(req, -rc);
 		return;
 	}
-	fi->fh = (uint64_t)fd;
-	if (fuse_reply_create(req, &e, fi) == -ENOENT)
+	if (fs->no_open) {
+		/* like every other file: no handle, each request opens its own */
+		close(fd);
+		fd = -1;
+		fi->fh = 0;
+	} else {
+		fi->fh = (uint64_t)fd;
+	}
+	fi->keep_cache = 1;
+	if (fuse_reply_create(req, &e, fi) == -ENOENT && fd >= 0)
 		close(fd);
 }
 
@@ -195,6 +203,8 @@ void fs_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set
 		fuse_reply_err(req, err);
 		return;
 	}
+	if (fi && !fi->fh)
+		fi = NULL; /* opened without us */
 	fs_proc_path(in, path, sizeof(path));
 	if (to_set & FUSE_SET_ATTR_MODE) {
 		rc = fi ? fchmod((int)fi->fh, attr->st_mode & 07777)
@@ -243,19 +253,39 @@ fail:
 	fuse_reply_err(req, errno);
 }
 
+/* The file handle, or (opened without us) a new fd for this request in *tmp. */
+static int handle_fd(struct fs_inode *in, struct fuse_file_info *fi, int flags, int *tmp)
+{
+	char path[64];
+
+	if (fi && fi->fh)
+		return (int)fi->fh;
+	fs_proc_path(in, path, sizeof(path));
+	*tmp = open(path, flags | O_CLOEXEC);
+	return *tmp < 0 ? -errno : *tmp;
+}
+
 void fs_op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in_buf, off_t off,
 		     struct fuse_file_info *fi)
 {
 	struct fuse_bufvec out = FUSE_BUFVEC_INIT(fuse_buf_size(in_buf));
+	_cleanup_close_ int tmp = -1;
+	struct fs_inode *in;
 	ssize_t n;
-	int err = 0;
+	int err = 0, fd;
 
-	if (!writable(req, ino, &err)) {
+	in = writable(req, ino, &err);
+	if (!in) {
 		fuse_reply_err(req, err);
 		return;
 	}
+	fd = handle_fd(in, fi, O_WRONLY, &tmp);
+	if (fd < 0) {
+		fuse_reply_err(req, -fd);
+		return;
+	}
 	out.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
-	out.buf[0].fd = (int)fi->fh;
+	out.buf[0].fd = fd;
 	out.buf[0].pos = off;
 	n = fuse_buf_copy(&out, in_buf, 0);
 	if (n < 0)
@@ -270,7 +300,7 @@ void fs_op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct fs_inode *in = fs_inode_get(fs, ino);
 	int fd, err = 0;
 
-	if (in->kind != FS_PASS) {
+	if (in->kind != FS_PASS || !fi->fh) {
 		fuse_reply_err(req, 0);
 		return;
 	}
@@ -285,10 +315,17 @@ void fs_op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_
 {
 	struct fs *fs = fuse_req_userdata(req);
 	struct fs_inode *in = fs_inode_get(fs, ino);
-	int rc = 0;
+	_cleanup_close_ int tmp = -1;
+	int fd, rc = 0;
 
-	if (in->kind == FS_PASS)
-		rc = datasync ? fdatasync((int)fi->fh) : fsync((int)fi->fh);
+	if (in->kind == FS_PASS) {
+		fd = handle_fd(in, fi, O_RDONLY, &tmp);
+		if (fd < 0) {
+			fuse_reply_err(req, -fd);
+			return;
+		}
+		rc = datasync ? fdatasync(fd) : fsync(fd);
+	}
 	fuse_reply_err(req, rc < 0 ? errno : 0);
 }
 
@@ -346,9 +383,17 @@ void fs_op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 void fs_op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
 		     struct fuse_file_info *fi)
 {
-	int err = 0;
+	_cleanup_close_ int tmp = -1;
+	struct fs_inode *in;
+	int err = 0, fd;
 
-	if (writable(req, ino, &err) && fallocate((int)fi->fh, mode, offset, length) < 0)
-		err = errno;
+	in = writable(req, ino, &err);
+	if (in) {
+		fd = handle_fd(in, fi, O_WRONLY, &tmp);
+		if (fd < 0)
+			err = -fd;
+		else if (fallocate(fd, mode, offset, length) < 0)
+			err = errno;
+	}
 	fuse_reply_err(req, err);
 }

@@ -56,7 +56,8 @@ for b in "$M"/blobs/sha256/*; do
 	n=$((n + 1))
 done
 [ "$n" -ge 6 ] || fail "only $n blobs listed"
-: 2>/dev/null >>"$b" && fail "appending to a blob succeeded"
+echo x 2>"$T/err" >>"$b" && fail "appending to a blob succeeded"
+grep -q "Read-only file system" "$T/err" || fail "append to a blob: $(cat "$T/err"), want EROFS"
 
 # --- layers/<n>, layers/<diffID>, snapshots/<chainID>
 imgfs_ok "$S" inspect --json "$REGISTRY/lab/features:v1"
