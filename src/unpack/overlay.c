@@ -32,6 +32,22 @@ static int sys_move_mount(int from, const char *fp, int to, const char *tp, unsi
 	return (int)syscall(SYS_move_mount, from, fp, to, tp, flags);
 }
 
+/* overlayfs needs two lowers without an upper: one layer is a read-only bind. */
+static int bind_ro(const char *src, const char *target, struct imgfs_error *err)
+{
+	struct mount_attr attr = {.attr_set = MOUNT_ATTR_RDONLY};
+	_cleanup_close_ int fd =
+	    (int)syscall(SYS_open_tree, AT_FDCWD, src, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+
+	if (fd < 0)
+		return imgfs_error_errno(err, errno, "bind %s: open_tree", src);
+	if (syscall(SYS_mount_setattr, fd, "", AT_EMPTY_PATH, &attr, sizeof(attr)) < 0)
+		return imgfs_error_errno(err, errno, "bind %s: read-only", src);
+	if (sys_move_mount(fd, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+		return imgfs_error_errno(err, errno, "bind %s on %s", src, target);
+	return 0;
+}
+
 /* The kernel's own explanation, queued on the fs context ("e overlay: ..."). */
 static void fs_context_msg(int fd, char *buf, size_t len)
 {
@@ -100,6 +116,8 @@ int imgfs_overlay_mount(const char *const *lowers, const char *upper, const char
 	if (!upper != !work)
 		return imgfs_error_set(err, EINVAL, "overlay on %s: upper and work go together",
 				       target);
+	if (!upper && !lowers[1])
+		return bind_ro(lowers[0], target, err);
 	fs = sys_fsopen("overlay", FSOPEN_CLOEXEC);
 	if (fs < 0) {
 		if (errno == ENOSYS)
