@@ -20,6 +20,8 @@ static const char usage_text[] =
 	"  gc                        remove blobs and snapshots no image references\n"
 	"  mount [-f] [-o OPTS] DIR  mount the images as a tree at DIR (imgfs(5))\n"
 	"  reset REF                 discard the writes made in an image's rootfs/\n"
+	"  login [-u USER] HOST      store credentials for HOST (password read from stdin)\n"
+	"  logout HOST               remove HOST's credentials\n"
 	"\n"
 	"Options:\n"
 	"  --store DIR     the store (default $IMGFS_STORE, else " IMGFS_DEFAULT_STORE ")\n"
@@ -35,7 +37,8 @@ static const struct {
 } commands[] = {
 	{"pull", cmd_pull},   {"import", cmd_import}, {"images", cmd_images},
 	{"inspect", cmd_inspect}, {"rm", cmd_rm},     {"gc", cmd_gc},
-	{"mount", cmd_mount},	  {"reset", cmd_reset},
+	{"mount", cmd_mount},	  {"reset", cmd_reset},   {"login", cmd_login},
+	{"logout", cmd_logout},
 };
 
 bool cli_is_help(const char *arg)
@@ -71,44 +74,15 @@ struct imgfs_store *cli_open_store(struct cli *cli)
 	return s;
 }
 
-/* Registry settings with Docker's daemon.json keys. A missing default file is
- * fine; a missing --config file or a malformed one is an error. */
+/* Registry settings (src/fetch/config.c). A missing default file is fine; a
+ * missing --config file or a malformed one is an error. */
 static int load_config(struct cli *cli, bool explicit)
 {
-	json_error_t jerr;
-	json_t *v;
-	size_t i, n = 0;
-
+	struct imgfs_error err = {0};
 	imgfs_fetch_config_init(&cli->fetch);
-	if (!explicit && access(cli->config_path, F_OK) < 0)
-		return 0;
-	cli->config = json_load_file(cli->config_path, JSON_REJECT_DUPLICATES, &jerr);
-	if (!cli->config || !json_is_object(cli->config)) {
-		fprintf(stderr, "imgfs: config %s: %s (line %d)\n", cli->config_path,
-			cli->config ? "not a JSON object" : jerr.text, jerr.line);
+	if (imgfs_fetch_config_load(&cli->fetch, cli->config_path, explicit, &err) < 0) {
+		cli_fail(&err);
 		return -1;
-	}
-	v = json_object_get(cli->config, "max-concurrent-downloads");
-	if (v) {
-		if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > 16) {
-			fprintf(stderr, "imgfs: config %s: max-concurrent-downloads must be 1..16\n",
-				cli->config_path);
-			return -1;
-		}
-		cli->fetch.max_concurrent_downloads = (int)json_integer_value(v);
-	}
-	v = json_object_get(cli->config, "insecure-registries");
-	if (v) {
-		if (!json_is_array(v)) {
-			fprintf(stderr, "imgfs: config %s: insecure-registries must be an array\n",
-				cli->config_path);
-			return -1;
-		}
-		cli->fetch.insecure_registries = calloc(json_array_size(v) + 1, sizeof(char *));
-		json_array_foreach(v, i, v) {
-			if (json_is_string(v))
-				cli->fetch.insecure_registries[n++] = (char *)json_string_value(v);
-		}
 	}
 	return 0;
 }
@@ -162,8 +136,7 @@ int main(int argc, char **argv)
 			return 1;
 		optind++;
 		rc = commands[i].fn(&cli, argc - optind + 1, argv + optind - 1);
-		free(cli.fetch.insecure_registries);
-		json_decref(cli.config);
+		imgfs_fetch_config_destroy(&cli.fetch);
 		return rc;
 	}
 	return cli_usage_error(NULL, "unknown command '%s'", argv[optind]);

@@ -4,14 +4,15 @@
  * anonymous Bearer token flow of the distribution token spec, and the token
  * cache. Tokens are never logged and are wiped from memory when dropped.
  *
- * Credentials (Basic, identity tokens from ~/.docker/config.json) will slot
- * in at imgfs_auth_fetch_token: the plan already says which scheme the
- * registry asked for.
+ * Credentials (creds.c) are used when the registry asks: Basic directly, or
+ * Basic to the token server (an identity token is POSTed as an OAuth2
+ * refresh token, as docker does).
  */
 #include "fetch_i.h"
 
 #include <ctype.h>
 #include <jansson.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -457,7 +458,7 @@ static size_t membuf_write(char *ptr, size_t size, size_t nmemb, void *ud)
 }
 
 /* Check the realm URL: http(s) only, no userinfo, http only for insecure registries. */
-static int check_realm(struct imgfs_registry *r, const char *realm, char **host,
+static int check_realm(struct imgfs_endpoint *ep, const char *realm, char **host,
 		       struct imgfs_error *err)
 {
 	CURLU *u = curl_url();
@@ -468,17 +469,18 @@ static int check_realm(struct imgfs_registry *r, const char *realm, char **host,
 	if (curl_url_set(u, CURLUPART_URL, realm, 0) != CURLUE_OK ||
 	    curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
 	    curl_url_get(u, CURLUPART_HOST, &h, 0) != CURLUE_OK) {
-		rc = imgfs_error_set(err, EACCES, "registry %s: invalid token realm URL", r->host);
+		rc = imgfs_error_set(err, EACCES, "registry %s: invalid token realm URL", ep->host);
 	} else if (curl_url_get(u, CURLUPART_USER, &user, 0) == CURLUE_OK) {
 		rc = imgfs_error_set(err, EACCES,
 				     "registry %s: token realm URL carries credentials; refused",
-				     r->host);
-	} else if (strcmp(scheme, "https") && !(r->insecure && !strcmp(scheme, "http"))) {
+				     ep->host);
+	} else if (strcmp(scheme, "https") &&
+		   !((ep->insecure || ep->http_only) && !strcmp(scheme, "http"))) {
 		rc = imgfs_error_set(
 		    err, EACCES,
 		    "registry %s: token realm on %s (scheme %s) refused: only https, or http "
 		    "for insecure registries",
-		    r->host, h, scheme);
+		    ep->host, h, scheme);
 	} else {
 		*host = imgfs_xstrdup(h);
 	}
@@ -489,100 +491,207 @@ static int check_realm(struct imgfs_registry *r, const char *realm, char **host,
 	return rc;
 }
 
-static char *token_url(CURL *c, const char *realm, const char *service, const char *scope)
+static char *token_query(CURL *c, const char *service, const char *scope, const char *account)
 {
 	char *svc = service ? curl_easy_escape(c, service, 0) : NULL;
 	char *sc = curl_easy_escape(c, scope, 0);
-	char *url =
-	    imgfs_xasprintf("%s%s%s%s%sscope=%s", realm, strchr(realm, '?') ? "&" : "?",
-			    svc ? "service=" : "", svc ? svc : "", svc ? "&" : "", sc ? sc : "");
+	char *acc = account ? curl_easy_escape(c, account, 0) : NULL;
+	char *q = imgfs_xasprintf("%s%s%sscope=%s", svc ? "service=" : "", svc ? svc : "",
+				  svc ? "&" : "", sc ? sc : "");
+	if (acc) {
+		char *q2 = imgfs_xasprintf("%s&account=%s", q, acc);
+		free(q);
+		q = q2;
+	}
 	curl_free(svc);
 	curl_free(sc);
-	return url;
+	curl_free(acc);
+	return q;
 }
 
-static int token_request(struct imgfs_registry *r, const char *url, const char *realm_host,
-			 struct membuf *m, struct imgfs_error *err)
+struct token_req {
+	const char *url;
+	const char *realm_host;
+	const char *form;	 /* POST body (identity token), or NULL for GET */
+	const struct imgfs_creds *creds; /* Basic credentials for a GET, or NULL */
+};
+
+static int token_request(struct imgfs_registry *r, struct imgfs_endpoint *ep,
+			 const struct token_req *q, struct membuf *m, long *status,
+			 struct imgfs_error *err)
 {
 	CURL *c = curl_easy_init();
+	char errbuf[CURL_ERROR_SIZE];
 	CURLcode rc;
-	long status = 0;
+	*status = 0;
 	if (!c)
 		return imgfs_error_set(err, ENOMEM, "curl_easy_init failed");
-	imgfs_registry_setup_easy(r, c);
-	curl_easy_setopt(c, CURLOPT_URL, url);
-	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, r->insecure ? "http,https" : "https");
+	imgfs_endpoint_setup_easy(r, ep, c, errbuf);
+	curl_easy_setopt(c, CURLOPT_URL, q->url);
 	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, membuf_write);
 	curl_easy_setopt(c, CURLOPT_WRITEDATA, m);
 	curl_easy_setopt(c, CURLOPT_TIMEOUT, 120L);
+	if (q->form) {
+		curl_easy_setopt(c, CURLOPT_POSTFIELDS, q->form);
+	} else if (q->creds && q->creds->username) {
+		curl_easy_setopt(c, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
+		curl_easy_setopt(c, CURLOPT_USERNAME, q->creds->username);
+		curl_easy_setopt(c, CURLOPT_PASSWORD, q->creds->password);
+	}
 	rc = curl_easy_perform(c);
-	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
 	if (rc != CURLE_OK && m->overflow) {
 		curl_easy_cleanup(c);
 		return imgfs_error_set(
 		    err, EACCES, "authorization failed: token response from %s exceeds %u bytes",
-		    realm_host, IMGFS_MAX_TOKEN_RESPONSE);
+		    q->realm_host, IMGFS_MAX_TOKEN_RESPONSE);
 	}
 	if (rc != CURLE_OK) {
-		imgfs_curl_error(err, c, rc, "token request", realm_host);
+		imgfs_curl_error(err, c, rc, "token request", q->realm_host, errbuf);
 		curl_easy_cleanup(c);
 		return -1;
 	}
 	curl_easy_cleanup(c);
-	if (status == 401 || status == 403)
+	if ((*status == 401 || *status == 403) && q->creds)
+		return imgfs_error_set(err, EACCES,
+				       "authorization failed: token server %s answered HTTP %ld: "
+				       "credentials for %s (from %s) were rejected",
+				       q->realm_host, *status, ep->host, q->creds->source);
+	if (*status == 401 || *status == 403)
 		return imgfs_error_set(err, EACCES,
 				       "authorization failed: token server %s answered HTTP %ld",
-				       realm_host, status);
-	if (status == 429 || status >= 500)
-		return imgfs_error_set(err, status == 429 ? EAGAIN : EIO,
-				       "token server %s answered HTTP %ld", realm_host, status);
-	if (status != 200)
+				       q->realm_host, *status);
+	if (*status == 429 || *status >= 500)
+		return imgfs_error_set(err, *status == 429 ? EAGAIN : EIO,
+				       "token server %s answered HTTP %ld", q->realm_host, *status);
+	if (*status != 200)
 		return imgfs_error_set(err, EACCES,
 				       "authorization failed: token server %s answered HTTP %ld",
-				       realm_host, status);
+				       q->realm_host, *status);
 	return 0;
 }
 
-int imgfs_auth_fetch_token(struct imgfs_registry *r, const struct imgfs_auth_plan *plan,
-			   const char *key, const char *path, char **token, struct imgfs_error *err)
+int imgfs_endpoint_creds(struct imgfs_registry *r, struct imgfs_endpoint *ep,
+			 const struct imgfs_creds **out, struct imgfs_error *err)
+{
+	struct imgfs_creds c;
+	int rc = 0;
+	*out = NULL;
+	pthread_mutex_lock(&r->lock);
+	if (!ep->creds_done) {
+		/* the upstream of docker.io is registry-1.docker.io: look up docker.io */
+		rc = imgfs_creds_lookup(ep->mirror ? ep->host : r->domain, r->auth_file, &c, err);
+		if (rc == 0 && !ep->mirror && strcmp(r->domain, ep->host))
+			rc = imgfs_creds_lookup(ep->host, r->auth_file, &c, err);
+		if (rc >= 0) {
+			ep->creds_done = true;
+			ep->creds_found = rc == 1;
+			if (rc == 1) {
+				ep->creds = c;
+				imgfs_debug("registry %s: using credentials from %s", ep->host,
+					    c.source);
+			}
+		}
+	}
+	if (rc >= 0 && ep->creds_found)
+		*out = &ep->creds;
+	pthread_mutex_unlock(&r->lock);
+	return rc < 0 ? imgfs_error_wrap(err, "registry %s: credentials", ep->host) : 0;
+}
+
+static int basic_authz(struct imgfs_endpoint *ep, const struct imgfs_auth_plan *plan,
+		       const struct imgfs_creds *cr, char **authz, struct imgfs_error *err)
+{
+	_cleanup_free_ char *up = NULL;
+	char *b64;
+	size_t n;
+	if (!cr || !cr->username)
+		return imgfs_error_set(err, EACCES,
+				       "registry %s asks for a user name and password (basic "
+				       "auth, realm \"%.100s\") and none is configured: run "
+				       "imgfs login %s",
+				       ep->host, plan->realm ? plan->realm : "", ep->host);
+	up = imgfs_xasprintf("%s:%s", cr->username, cr->password);
+	n = strlen(up);
+	b64 = imgfs_xmalloc(4 * ((n + 2) / 3) + 1);
+	EVP_EncodeBlock((unsigned char *)b64, (const unsigned char *)up, (int)n);
+	explicit_bzero(up, n);
+	*authz = imgfs_xasprintf("Basic %s", b64);
+	explicit_bzero(b64, strlen(b64));
+	free(b64);
+	return 0;
+}
+
+int imgfs_auth_fetch_token(struct imgfs_registry *r, struct imgfs_endpoint *ep,
+			   const struct imgfs_auth_plan *plan, const char *key, const char *path,
+			   char **authz, struct imgfs_error *err)
 {
 	_cleanup_free_ char *realm_host = NULL;
 	_cleanup_free_ char *url = NULL;
 	_cleanup_free_ char *scope = NULL;
+	_cleanup_free_ char *form = NULL;
+	_cleanup_free_ char *query = NULL;
+	const struct imgfs_creds *cr = NULL;
 	struct membuf m = {.max = IMGFS_MAX_TOKEN_RESPONSE};
+	struct token_req q = {0};
+	char *token = NULL;
 	CURL *esc;
-	long expires_in;
+	long expires_in, status;
 	int rc;
 
-	*token = NULL;
-	if (plan->scheme == IMGFS_AUTH_BASIC)
-		return imgfs_error_set(
-		    err, EACCES,
-		    "registry %s asks for basic authentication (realm \"%.100s\"); "
-		    "credentials are not supported yet",
-		    r->host, plan->realm ? plan->realm : "");
+	*authz = NULL;
+	if (imgfs_endpoint_creds(r, ep, &cr, err) < 0)
+		return -1;
+	if (plan->scheme == IMGFS_AUTH_BASIC) {
+		if (basic_authz(ep, plan, cr, authz, err) < 0)
+			return -1;
+		imgfs_token_put(r, key, *authz, 86400);
+		return 0;
+	}
 	if (plan->scheme != IMGFS_AUTH_BEARER)
 		return imgfs_error_set(err, EACCES, "registry %s: no usable auth challenge",
-				       r->host);
-	if (check_realm(r, plan->realm, &realm_host, err) < 0)
+				       ep->host);
+	if (check_realm(ep, plan->realm, &realm_host, err) < 0)
 		return -1;
 	scope =
 	    plan->scope ? imgfs_xstrdup(plan->scope) : imgfs_xasprintf("repository:%s:pull", path);
 	esc = curl_easy_init();
 	if (!esc)
 		return imgfs_error_set(err, ENOMEM, "curl_easy_init failed");
-	url = token_url(esc, plan->realm, plan->service, scope);
+	query = token_query(esc, plan->service, scope,
+			    cr && cr->username && !cr->identity_token ? cr->username : NULL);
+	if (cr && cr->identity_token) {
+		/* docker login's identity token: the OAuth2 refresh-token grant */
+		char *rt = curl_easy_escape(esc, cr->identity_token, 0);
+		form = imgfs_xasprintf("grant_type=refresh_token&client_id=imgfs&%s&refresh_token=%s",
+				       query, rt ? rt : "");
+		if (rt) {
+			explicit_bzero(rt, strlen(rt));
+			curl_free(rt);
+		}
+		url = imgfs_xstrdup(plan->realm);
+	} else {
+		url = imgfs_xasprintf("%s%s%s", plan->realm, strchr(plan->realm, '?') ? "&" : "?",
+				      query);
+	}
 	curl_easy_cleanup(esc);
-	imgfs_debug("fetching anonymous token from %s for %s", realm_host, scope);
-	rc = token_request(r, url, realm_host, &m, err);
+	imgfs_debug("fetching %s token from %s for %s", cr ? "an authenticated" : "an anonymous",
+		    realm_host, scope);
+	q = (struct token_req){.url = url, .realm_host = realm_host, .form = form, .creds = cr};
+	rc = token_request(r, ep, &q, &m, &status, err);
+	if (form)
+		explicit_bzero(form, strlen(form));
 	if (rc == 0)
-		rc = imgfs_auth_parse_token_response(m.data ? m.data : "", m.len, token,
+		rc = imgfs_auth_parse_token_response(m.data ? m.data : "", m.len, &token,
 						     &expires_in, err);
 	if (m.data)
 		explicit_bzero(m.data, m.len);
 	free(m.data);
 	if (rc < 0)
 		return -1;
-	imgfs_token_put(r, key, *token, expires_in);
+	*authz = imgfs_xasprintf("Bearer %s", token);
+	explicit_bzero(token, strlen(token));
+	free(token);
+	imgfs_token_put(r, key, *authz, expires_in);
 	return 0;
 }

@@ -65,12 +65,73 @@ int imgfs_platform_select(const struct imgfs_index *idx, const struct imgfs_plat
 
 /* ---- registry client (registry.c, auth.c) ------------------------------ */
 
+/* Per-registry settings ("registries": {"ghcr.io": {"mirrors": [...]}}). */
+struct imgfs_fetch_host {
+	char *host;     /* "ghcr.io", "docker.io", "127.0.0.1:5000" */
+	char **mirrors; /* NULL-terminated endpoint URLs ("https://m.local[:port][/prefix]") */
+};
+
 struct imgfs_fetch_config {
 	int max_concurrent_downloads; /* default 3 */
-	char **insecure_registries;   /* NULL-terminated; hosts, host:port; may be NULL */
+	char **insecure_registries;   /* NULL-terminated; hosts, host:port, CIDRs; may be NULL */
 	const char *ca_dir;           /* certs.d root, default /etc/imgfs/certs.d */
+	char **registry_mirrors;      /* NULL-terminated; mirrors of docker.io; may be NULL */
+	struct imgfs_fetch_host *hosts; /* per-registry mirrors */
+	size_t n_hosts;
+	int max_attempts;    /* tries per request and endpoint (default 5) */
+	int max_retry_after; /* Retry-After is honoured up to this many seconds (default 60) */
+	long stall_speed;    /* bytes/s below which a transfer is stalled (default 1024) */
+	int stall_time;      /* ... for this many seconds (default 30) */
+	const char *auth_file; /* credentials file; NULL: the docker/podman search */
+	char *owned_;          /* internal: storage owned by imgfs_fetch_config_load */
 };
 void imgfs_fetch_config_init(struct imgfs_fetch_config *cfg);
+/*
+ * Read path (Docker daemon.json keys: max-concurrent-downloads,
+ * insecure-registries, registry-mirrors; plus "registries": {host:
+ * {"mirrors": [...]}}, "max-download-attempts", "max-retry-after",
+ * "stall-timeout", "stall-speed", "certs-dir", "auth-file") into cfg, which
+ * must have been initialised. A missing file is fine unless must_exist.
+ * EINVAL naming the file and key on a bad value. Free with _destroy.
+ */
+int imgfs_fetch_config_load(struct imgfs_fetch_config *cfg, const char *path, bool must_exist,
+			    struct imgfs_error *err);
+void imgfs_fetch_config_destroy(struct imgfs_fetch_config *cfg);
+
+/* ---- credentials (creds.c) ----------------------------------------------- */
+
+/* Credentials for a registry host, as docker/podman/skopeo find them. Secrets
+ * are wiped on destroy; never log them. */
+struct imgfs_creds {
+	char *username;
+	char *password;
+	char *identity_token; /* an OAuth2 refresh token (docker login's identitytoken) */
+	char *source;         /* where they came from ("/root/.docker/config.json",
+				 "docker-credential-pass"), for messages */
+};
+void imgfs_creds_destroy(struct imgfs_creds *c);
+/*
+ * Look up host ("ghcr.io", "127.0.0.1:5000"; docker.io and its aliases match
+ * "https://index.docker.io/v1/") in: auth_file if given, else
+ * $REGISTRY_AUTH_FILE, ${XDG_RUNTIME_DIR}/containers/auth.json,
+ * ~/.docker/config.json (the first file that has an entry wins; credHelpers
+ * and credsStore run docker-credential-<name> get). 1 found, 0 none, -1 error.
+ */
+int imgfs_creds_lookup(const char *host, const char *auth_file, struct imgfs_creds *out,
+		       struct imgfs_error *err);
+/* The file `imgfs login` writes: auth_file, else $REGISTRY_AUTH_FILE, else
+ * ${XDG_RUNTIME_DIR}/containers/auth.json when XDG_RUNTIME_DIR is set, else
+ * ~/.docker/config.json. Caller frees. */
+char *imgfs_creds_default_file(const char *auth_file);
+/* Add/replace (user, password) for host in file (0600, atomic rename, other
+ * keys kept), or remove host's entry (ENOENT when there is none). */
+int imgfs_creds_store(const char *file, const char *host, const char *user, const char *password,
+		      struct imgfs_error *err);
+int imgfs_creds_erase(const char *file, const char *host, struct imgfs_error *err);
+/* An auths key or login argument as the host it names, lowercased
+ * ("https://index.docker.io/v1/" -> "docker.io", "https://ghcr.io/" -> "ghcr.io").
+ * Caller frees. */
+char *imgfs_creds_normalize_key(const char *key);
 
 /* One registry host, shared by the threads of a pull (thread-safe). */
 struct imgfs_registry;

@@ -68,25 +68,47 @@ int imgfs_auth_parse_token_response(const char *body, size_t len, char **token, 
 
 struct imgfs_token {
 	struct imgfs_token *next;
-	char *key;     /* "repository:<path>:pull" */
-	char *token;   /* never logged */
+	char *key;     /* "<endpoint host>|repository:<path>:pull" */
+	char *token;   /* the Authorization header's value ("Bearer …", "Basic …"); never logged */
 	double expiry; /* imgfs_now() seconds */
 };
 
+/* One place to send requests: a mirror or the upstream registry. */
+struct imgfs_endpoint {
+	char *host;	 /* "127.0.0.1:5000", "mirror.local" (messages, credentials, certs.d) */
+	char *https;	 /* "https://host[/prefix]" */
+	char *http;	 /* "http://host[/prefix]", or NULL when plain HTTP is not allowed */
+	bool mirror;	 /* false: the upstream registry (tried last) */
+	bool insecure;	 /* TLS unverified, http allowed (insecure-registries, loopback) */
+	bool http_only;	 /* a mirror configured as http:// */
+	char *ca_dir;	 /* <certs.d>/<host>, when it exists */
+	char *cert_file; /* client certificate from ca_dir (*.cert with a matching *.key) */
+	char *key_file;
+	/* guarded by the registry's lock: */
+	bool use_http;	 /* an insecure host that does not speak TLS */
+	bool down;	 /* a mirror that refused connections: skipped for this registry's life */
+	bool creds_done; /* creds looked up (creds_found says whether there are any) */
+	bool creds_found;
+	struct imgfs_creds creds;
+};
+
 struct imgfs_registry {
-	char *host;   /* "registry-1.docker.io", "127.0.0.1:5000" (for messages) */
+	char *host;   /* the upstream API host, "registry-1.docker.io", "127.0.0.1:5000" */
 	char *domain; /* the reference's domain, "docker.io" */
-	char *base;   /* "https://registry-1.docker.io" */
-	bool insecure;
-	char *ca_dir;  /* <certs.d>/<host>, when it exists */
+	struct imgfs_endpoint *eps; /* mirrors in order, then upstream */
+	size_t n_eps;
+	char *auth_file; /* from the config, or NULL */
+	int max_attempts, max_retry_after, stall_time;
+	long stall_speed;
 	CURLSH *share; /* DNS, connections, TLS sessions; locked by share_locks */
 	pthread_mutex_t share_locks[CURL_LOCK_DATA_LAST];
-	pthread_mutex_t lock; /* guards tokens */
+	pthread_mutex_t lock; /* guards tokens and the endpoints' mutable fields */
 	struct imgfs_token *tokens;
 };
 
 /* Is host (host or host:port, IPv6 in brackets) insecure by default
- * (localhost, 127.0.0.0/8, ::1) or listed in list? */
+ * (localhost, 127.0.0.0/8, ::1) or listed in list (host, host:port, or a
+ * CIDR such as 10.0.0.0/8 or fd00::/8 matching an IP address host)? */
 bool imgfs_registry_host_insecure(const char *hostport, char *const *list);
 
 /* Token cache (auth.c). get returns a copy (caller frees) or NULL. */
@@ -95,19 +117,30 @@ void imgfs_token_put(struct imgfs_registry *r, const char *key, const char *toke
 void imgfs_token_drop(struct imgfs_registry *r, const char *key);
 void imgfs_tokens_free(struct imgfs_registry *r);
 
-/* Run the Bearer flow for plan: GET realm?service=…&scope=… anonymously,
- * cache the token under key. *token is a copy for the caller. */
-int imgfs_auth_fetch_token(struct imgfs_registry *r, const struct imgfs_auth_plan *plan,
-			   const char *key, const char *path, char **token,
-			   struct imgfs_error *err);
+/* The credentials for ep (looked up once, then cached). Returns a borrowed
+ * pointer valid for the registry's life, or NULL when there are none; -1
+ * with err on a lookup error (a broken auth file, a failing helper). */
+int imgfs_endpoint_creds(struct imgfs_registry *r, struct imgfs_endpoint *ep,
+			 const struct imgfs_creds **out, struct imgfs_error *err);
 
-/* Apply the registry's transport policy (TLS, CA dir, timeouts, share,
- * user agent) to an easy handle. */
-void imgfs_registry_setup_easy(struct imgfs_registry *r, CURL *c);
+/* Answer a 401 for plan on ep: for Bearer, GET realm?service=…&scope=…
+ * (with Basic credentials when there are some, or POST an identity token);
+ * for Basic, the credentials themselves. Caches the Authorization value
+ * under key; *authz is a copy for the caller ("Bearer …" / "Basic …"). */
+int imgfs_auth_fetch_token(struct imgfs_registry *r, struct imgfs_endpoint *ep,
+			   const struct imgfs_auth_plan *plan, const char *key, const char *path,
+			   char **authz, struct imgfs_error *err);
 
-/* Map a curl error to an errno and message naming host. Returns -1. */
+/* Apply the endpoint's transport policy (TLS, certs.d, stall timeout,
+ * share, user agent) to an easy handle. errbuf (CURL_ERROR_SIZE) gets
+ * curl's detailed message. */
+void imgfs_endpoint_setup_easy(struct imgfs_registry *r, struct imgfs_endpoint *ep, CURL *c,
+			       char *errbuf);
+
+/* Map a curl error to an errno and a message naming host (and, for TLS,
+ * why verification failed). Returns -1. */
 int imgfs_curl_error(struct imgfs_error *err, CURL *c, CURLcode rc, const char *what,
-		     const char *host);
+		     const char *host, const char *errbuf);
 
 /* ---- header checks (registry.c) ------------------------------------------ */
 

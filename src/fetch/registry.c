@@ -30,8 +30,6 @@
 	", " IMGFS_MT_DOCKER_MANIFEST ", */*"
 
 #define CONNECT_TIMEOUT_S 30L
-#define LOW_SPEED_TIME_S 60L
-#define MAX_RETRY_AFTER_S 10
 
 /* ---- global init, transport policy ----------------------------------------- */
 
@@ -57,13 +55,6 @@ static void share_unlock(CURL *h, curl_lock_data data, void *ud)
 		pthread_mutex_unlock(&r->share_locks[data]);
 }
 
-void imgfs_fetch_config_init(struct imgfs_fetch_config *cfg)
-{
-	memset(cfg, 0, sizeof(*cfg));
-	cfg->max_concurrent_downloads = 3;
-	cfg->ca_dir = "/etc/imgfs/certs.d";
-}
-
 /* Split "host", "host:port", "[v6]:port" into the bare host. */
 static void bare_host(const char *hostport, char *out, size_t outlen)
 {
@@ -81,6 +72,35 @@ static void bare_host(const char *hostport, char *out, size_t outlen)
 	snprintf(out, outlen, "%.*s", (int)(end - hostport), hostport);
 }
 
+/* Does the IP address host fall in cidr ("10.0.0.0/8", "fd00::/8")? */
+static bool in_cidr(const char *host, const char *cidr)
+{
+	char net[64];
+	const char *slash = strchr(cidr, '/');
+	unsigned char a[16], n[16];
+	char *e;
+	long bits;
+	int af, len;
+
+	if (!slash || (size_t)(slash - cidr) >= sizeof(net))
+		return false;
+	snprintf(net, sizeof(net), "%.*s", (int)(slash - cidr), cidr);
+	af = strchr(net, ':') ? AF_INET6 : AF_INET;
+	len = af == AF_INET6 ? 16 : 4;
+	errno = 0;
+	bits = strtol(slash + 1, &e, 10);
+	if (errno || *e || e == slash + 1 || bits < 0 || bits > len * 8)
+		return false;
+	if (inet_pton(af, net, n) != 1 || inet_pton(af, host, a) != 1)
+		return false;
+	for (long i = 0; i < bits; i++) {
+		unsigned char m = (unsigned char)(0x80u >> (i % 8));
+		if ((a[i / 8] & m) != (n[i / 8] & m))
+			return false;
+	}
+	return true;
+}
+
 bool imgfs_registry_host_insecure(const char *hostport, char *const *list)
 {
 	char host[256];
@@ -95,9 +115,14 @@ bool imgfs_registry_host_insecure(const char *hostport, char *const *list)
 	if (inet_pton(AF_INET6, host, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6))
 		return true;
 	for (char *const *p = list; p && *p; p++) {
-		/* an entry names a host (any port) or host:port */
+		/* an entry names a host (any port), host:port, or a CIDR */
 		if (!strcasecmp(*p, hostport))
 			return true;
+		if (strchr(*p, '/')) {
+			if (in_cidr(host, *p))
+				return true;
+			continue;
+		}
 		if (!strchr(*p, ':') && !strcasecmp(*p, host))
 			return true;
 		if ((*p)[0] == '[' && !strchr(strchr(*p, ']') ? strchr(*p, ']') : *p, ':')) {
@@ -114,9 +139,9 @@ bool imgfs_registry_host_insecure(const char *hostport, char *const *list)
  * addition to the system's CAs (Docker's and containerd's layout). */
 static CURLcode add_ca_files(CURL *c, void *sslctx, void *ud)
 {
-	struct imgfs_registry *r = ud;
+	struct imgfs_endpoint *ep = ud;
 	X509_STORE *store = SSL_CTX_get_cert_store((SSL_CTX *)sslctx);
-	DIR *d = opendir(r->ca_dir);
+	DIR *d = opendir(ep->ca_dir);
 	struct dirent *e;
 	if (!d)
 		return CURLE_OK;
@@ -125,39 +150,92 @@ static CURLcode add_ca_files(CURL *c, void *sslctx, void *ud)
 		_cleanup_free_ char *f = NULL;
 		if (n < 5 || strcmp(e->d_name + n - 4, ".crt"))
 			continue;
-		f = imgfs_xasprintf("%s/%s", r->ca_dir, e->d_name);
+		f = imgfs_xasprintf("%s/%s", ep->ca_dir, e->d_name);
 		if (X509_STORE_load_file(store, f) != 1)
-			imgfs_warn("registry %s: cannot load CA file %s", r->host, f);
+			imgfs_warn("registry %s: cannot load CA file %s", ep->host, f);
 	}
 	closedir(d);
 	return CURLE_OK;
 }
 
-void imgfs_registry_setup_easy(struct imgfs_registry *r, CURL *c)
+/* certs.d client certificate: the first <name>.cert with a <name>.key. */
+static void find_client_cert(struct imgfs_endpoint *ep)
+{
+	DIR *d = opendir(ep->ca_dir);
+	struct dirent *e;
+	if (!d)
+		return;
+	while (!ep->cert_file && (e = readdir(d))) {
+		size_t n = strlen(e->d_name);
+		_cleanup_free_ char *key = NULL;
+		if (n < 6 || strcmp(e->d_name + n - 5, ".cert"))
+			continue;
+		key = imgfs_xasprintf("%s/%.*s.key", ep->ca_dir, (int)(n - 5), e->d_name);
+		if (access(key, R_OK) < 0) {
+			imgfs_warn("registry %s: client certificate %s/%s has no %s", ep->host,
+				   ep->ca_dir, e->d_name, key);
+			continue;
+		}
+		ep->cert_file = imgfs_xasprintf("%s/%s", ep->ca_dir, e->d_name);
+		ep->key_file = steal_pointer(&key);
+	}
+	closedir(d);
+}
+
+void imgfs_endpoint_setup_easy(struct imgfs_registry *r, struct imgfs_endpoint *ep, CURL *c,
+			       char *errbuf)
 {
 	curl_easy_setopt(c, CURLOPT_SHARE, r->share);
 	curl_easy_setopt(c, CURLOPT_USERAGENT, IMGFS_USER_AGENT);
 	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
 	curl_easy_setopt(c, CURLOPT_UNRESTRICTED_AUTH, 0L);
-	curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 1L);
-	curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 2L);
+	curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, ep->insecure ? 0L : 1L);
+	curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, ep->insecure ? 0L : 2L);
 	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, CONNECT_TIMEOUT_S);
-	curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
-	curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, LOW_SPEED_TIME_S);
-	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, r->insecure ? "http,https" : "https");
-	if (r->ca_dir) {
+	curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, r->stall_speed);
+	curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, (long)r->stall_time);
+	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR,
+			 ep->insecure || ep->http_only ? "http,https" : "https");
+	if (errbuf) {
+		errbuf[0] = '\0';
+		curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+	}
+	if (ep->ca_dir) {
 		curl_easy_setopt(c, CURLOPT_SSL_CTX_FUNCTION, add_ca_files);
-		curl_easy_setopt(c, CURLOPT_SSL_CTX_DATA, r);
+		curl_easy_setopt(c, CURLOPT_SSL_CTX_DATA, ep);
+	}
+	if (ep->cert_file) {
+		curl_easy_setopt(c, CURLOPT_SSLCERT, ep->cert_file);
+		curl_easy_setopt(c, CURLOPT_SSLKEY, ep->key_file);
 	}
 }
 
+static bool tls_error(CURLcode rc)
+{
+	return rc == CURLE_SSL_CONNECT_ERROR || rc == CURLE_PEER_FAILED_VERIFICATION ||
+	       rc == CURLE_SSL_CERTPROBLEM || rc == CURLE_SSL_CIPHER ||
+	       rc == CURLE_SSL_CACERT_BADFILE || rc == CURLE_SSL_ISSUER_ERROR ||
+	       rc == CURLE_SSL_PINNEDPUBKEYNOTMATCH;
+}
+
 int imgfs_curl_error(struct imgfs_error *err, CURL *c, CURLcode rc, const char *what,
-		     const char *host)
+		     const char *host, const char *errbuf)
 {
 	long os_errno = 0;
 	int code;
 	curl_easy_getinfo(c, CURLINFO_OS_ERRNO, &os_errno);
+	if (tls_error(rc)) {
+		long vr = 0;
+		const char *why = errbuf && *errbuf ? errbuf : curl_easy_strerror(rc);
+		curl_easy_getinfo(c, CURLINFO_SSL_VERIFYRESULT, &vr);
+		if (rc == CURLE_PEER_FAILED_VERIFICATION && vr != 0 && (!errbuf || !*errbuf))
+			why = X509_verify_cert_error_string(vr);
+		return imgfs_error_set(err, EIO,
+				       "%s: %s: TLS: %s (a private CA goes in certs.d/%s/ca.crt; "
+				       "see imgfs(1))",
+				       what, host, why, host);
+	}
 	switch (rc) {
 	case CURLE_COULDNT_CONNECT:
 		code = (os_errno == EHOSTUNREACH || os_errno == ENETUNREACH) ? EHOSTUNREACH
@@ -191,21 +269,111 @@ int imgfs_curl_error(struct imgfs_error *err, CURL *c, CURLcode rc, const char *
 	if (os_errno && code != EIO)
 		return imgfs_error_set(err, code, "%s: %s: %s (%s)", what, host,
 				       curl_easy_strerror(rc), strerror((int)os_errno));
+	if (errbuf && *errbuf)
+		return imgfs_error_set(err, code, "%s: %s: %s", what, host, errbuf);
 	return imgfs_error_set(err, code, "%s: %s: %s", what, host, curl_easy_strerror(rc));
 }
 
-static int ca_dir_for(const struct imgfs_fetch_config *cfg, const char *host, char **out)
+static char *ca_dir_for(const char *root, const char *host)
 {
 	struct stat st;
 	char *d;
-	*out = NULL;
-	if (!cfg || !cfg->ca_dir)
-		return 0;
-	d = imgfs_xasprintf("%s/%s", cfg->ca_dir, host);
+	if (!root)
+		return NULL;
+	d = imgfs_xasprintf("%s/%s", root, host);
 	if (stat(d, &st) == 0 && S_ISDIR(st.st_mode))
-		*out = d;
-	else
-		free(d);
+		return d;
+	free(d);
+	return NULL;
+}
+
+/* The mirrors configured for domain: registry-mirrors for docker.io, then
+ * registries.<domain>.mirrors. */
+static void config_mirrors(const struct imgfs_fetch_config *cfg, const char *domain,
+			   char *const **a, char *const **b)
+{
+	*a = *b = NULL;
+	if (!cfg)
+		return;
+	if (!strcmp(domain, "docker.io"))
+		*a = cfg->registry_mirrors;
+	for (size_t i = 0; i < cfg->n_hosts; i++)
+		if (!strcasecmp(cfg->hosts[i].host, domain))
+			*b = cfg->hosts[i].mirrors;
+}
+
+static void endpoint_init(struct imgfs_endpoint *ep, const char *host, const char *prefix,
+			  bool mirror, bool http_only, const struct imgfs_fetch_config *cfg)
+{
+	char *const *insecure = cfg ? cfg->insecure_registries : NULL;
+	ep->host = imgfs_xstrdup(host);
+	ep->mirror = mirror;
+	ep->http_only = http_only;
+	ep->insecure = imgfs_registry_host_insecure(host, insecure);
+	ep->https = imgfs_xasprintf("https://%s%s", host, prefix);
+	if (ep->insecure || http_only)
+		ep->http = imgfs_xasprintf("http://%s%s", host, prefix);
+	ep->use_http = http_only;
+	ep->ca_dir = ca_dir_for(cfg ? cfg->ca_dir : NULL, host);
+	if (ep->ca_dir)
+		find_client_cert(ep);
+}
+
+/* A mirror URL "http(s)://host[:port][/prefix]" as an endpoint. */
+static int add_mirror(struct imgfs_registry *r, const char *url,
+		      const struct imgfs_fetch_config *cfg, struct imgfs_error *err)
+{
+	bool http = !strncmp(url, "http://", 7);
+	const char *h = url + (http ? 7 : 8);
+	const char *slash = strchr(h, '/');
+	_cleanup_free_ char *host = strndup(h, slash ? (size_t)(slash - h) : strlen(h));
+	_cleanup_free_ char *prefix = imgfs_xstrdup(slash ? slash : "");
+	size_t pl = strlen(prefix);
+
+	if (!host || !*host)
+		return imgfs_error_set(err, EINVAL, "mirror \"%.200s\": no host", url);
+	while (pl && prefix[pl - 1] == '/')
+		prefix[--pl] = '\0';
+	/* "https://m.local/v2" means the same as "https://m.local" */
+	if (pl >= 3 && !strcmp(prefix + pl - 3, "/v2"))
+		prefix[pl - 3] = '\0';
+	endpoint_init(&r->eps[r->n_eps++], host, prefix, true, http, cfg);
+	return 0;
+}
+
+static int registry_endpoints(struct imgfs_registry *r, const struct imgfs_fetch_config *cfg,
+			      struct imgfs_error *err)
+{
+	char *const *m1, *const *m2;
+	size_t n = 1;
+	config_mirrors(cfg, r->domain, &m1, &m2);
+	for (char *const *p = m1; p && *p; p++)
+		n++;
+	for (char *const *p = m2; p && *p; p++)
+		n++;
+	r->eps = imgfs_xmalloc(n * sizeof(*r->eps));
+	memset(r->eps, 0, n * sizeof(*r->eps));
+	for (char *const *p = m1; p && *p; p++)
+		if (add_mirror(r, *p, cfg, err) < 0)
+			return -1;
+	for (char *const *p = m2; p && *p; p++)
+		if (add_mirror(r, *p, cfg, err) < 0)
+			return -1;
+	endpoint_init(&r->eps[r->n_eps++], r->host, "", false, false, cfg);
+	/* insecure-registries and certs.d may name the reference's domain too */
+	if (strcmp(r->domain, r->host)) {
+		struct imgfs_endpoint *up = &r->eps[r->n_eps - 1];
+		char *const *insecure = cfg ? cfg->insecure_registries : NULL;
+		if (!up->insecure && imgfs_registry_host_insecure(r->domain, insecure)) {
+			up->insecure = true;
+			up->http = imgfs_xasprintf("http://%s", r->host);
+		}
+		if (!up->ca_dir) {
+			up->ca_dir = ca_dir_for(cfg ? cfg->ca_dir : NULL, r->domain);
+			if (up->ca_dir)
+				find_client_cert(up);
+		}
+	}
 	return 0;
 }
 
@@ -213,26 +381,33 @@ int imgfs_registry_new(const struct imgfs_ref *ref, const struct imgfs_fetch_con
 		       struct imgfs_registry **out, struct imgfs_error *err)
 {
 	struct imgfs_registry *r;
-	char *const *insecure_list = cfg ? cfg->insecure_registries : NULL;
+	struct imgfs_fetch_config def;
 
 	*out = NULL;
 	pthread_once(&curl_once, curl_global);
 	if (curl_init_rc != CURLE_OK)
 		return imgfs_error_set(err, EIO, "curl_global_init: %s",
 				       curl_easy_strerror(curl_init_rc));
+	if (!cfg) {
+		imgfs_fetch_config_init(&def);
+		cfg = &def;
+	}
 	r = imgfs_xmalloc(sizeof(*r));
+	memset(r, 0, sizeof(*r));
 	r->host = imgfs_ref_api_host(ref);
 	r->domain = imgfs_xstrdup(ref->domain);
-	/* insecure-registries may name the reference's domain or the API host */
-	r->insecure = imgfs_registry_host_insecure(r->host, insecure_list) ||
-		      imgfs_registry_host_insecure(r->domain, insecure_list);
-	r->base = imgfs_xasprintf("%s://%s", r->insecure ? "http" : "https", r->host);
-	ca_dir_for(cfg, r->domain, &r->ca_dir);
-	if (!r->ca_dir && strcmp(r->domain, r->host))
-		ca_dir_for(cfg, r->host, &r->ca_dir);
+	r->auth_file = cfg->auth_file ? imgfs_xstrdup(cfg->auth_file) : NULL;
+	r->max_attempts = cfg->max_attempts > 0 ? cfg->max_attempts : 1;
+	r->max_retry_after = cfg->max_retry_after;
+	r->stall_time = cfg->stall_time > 0 ? cfg->stall_time : 30;
+	r->stall_speed = cfg->stall_speed > 0 ? cfg->stall_speed : 1;
 	pthread_mutex_init(&r->lock, NULL);
 	for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
 		pthread_mutex_init(&r->share_locks[i], NULL);
+	if (registry_endpoints(r, cfg, err) < 0) {
+		imgfs_registry_free(r);
+		return -1;
+	}
 	r->share = curl_share_init();
 	if (!r->share) {
 		imgfs_registry_free(r);
@@ -258,10 +433,20 @@ void imgfs_registry_free(struct imgfs_registry *r)
 	pthread_mutex_destroy(&r->lock);
 	for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
 		pthread_mutex_destroy(&r->share_locks[i]);
+	for (size_t i = 0; r->eps && i < r->n_eps; i++) {
+		struct imgfs_endpoint *ep = &r->eps[i];
+		free(ep->host);
+		free(ep->https);
+		free(ep->http);
+		free(ep->ca_dir);
+		free(ep->cert_file);
+		free(ep->key_file);
+		imgfs_creds_destroy(&ep->creds);
+	}
+	free(r->eps);
 	free(r->host);
 	free(r->domain);
-	free(r->base);
-	free(r->ca_dir);
+	free(r->auth_file);
 	free(r);
 }
 
@@ -381,6 +566,9 @@ struct xfer {
 	bool delivered; /* some byte went to the sink in this call */
 	int fail;	/* why the write callback stopped: 0, or an errno */
 	CURL *easy;	/* the handle of the hop in flight */
+	CURLcode curl_rc; /* of the last hop */
+	const char *creds_source; /* credentials were sent (for messages) */
+	struct imgfs_endpoint *served_by;
 	struct imgfs_error *sink_err;
 	char fail_msg[256];
 };
@@ -622,24 +810,26 @@ static char *origin_of(const char *url)
 }
 
 /* Perform one HTTP exchange on url. Returns the CURLcode; x holds the response. */
-static CURLcode perform_hop(struct imgfs_registry *r, struct xfer *x, const char *url,
-			    const char *token)
+static CURLcode perform_hop(struct imgfs_registry *r, struct imgfs_endpoint *ep, struct xfer *x,
+			    const char *url, const char *authz)
 {
 	CURL *c = curl_easy_init();
 	struct curl_slist *hdrs = NULL;
 	_cleanup_free_ char *auth = NULL;
+	char errbuf[CURL_ERROR_SIZE];
 	CURLcode rc;
 	char range[64];
 
 	if (!c)
 		return CURLE_OUT_OF_MEMORY;
 	xfer_reset_response(x);
-	imgfs_registry_setup_easy(r, c);
+	x->curl_rc = CURLE_OK;
+	imgfs_endpoint_setup_easy(r, ep, c, errbuf);
 	curl_easy_setopt(c, CURLOPT_URL, url);
 	if (x->accept)
 		hdrs = curl_slist_append(hdrs, x->accept);
-	if (token) {
-		auth = imgfs_xasprintf("Authorization: Bearer %s", token);
+	if (authz) {
+		auth = imgfs_xasprintf("Authorization: %s", authz);
 		hdrs = curl_slist_append(hdrs, auth);
 	}
 	curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
@@ -657,14 +847,18 @@ static CURLcode perform_hop(struct imgfs_registry *r, struct xfer *x, const char
 	x->easy = c;
 	rc = curl_easy_perform(c);
 	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &x->status);
-	/* an error body cut at the cap is not a transport error */
 	/* an error body cut at the cap, or shorter than its Content-Length (Go's
 	 * http.ServeContent sends a 416 so), is not a transport error */
 	if ((rc == CURLE_WRITE_ERROR || rc == CURLE_PARTIAL_FILE || rc == CURLE_RECV_ERROR) &&
 	    !x->fail && x->status >= 300)
 		rc = CURLE_OK;
-	if (rc != CURLE_OK && !x->fail)
-		imgfs_curl_error(x->sink_err, c, rc, x->what, r->host);
+	x->curl_rc = rc;
+	if (rc == CURLE_OPERATION_TIMEDOUT && !x->fail)
+		imgfs_error_set(x->sink_err, ETIMEDOUT,
+				"%s: %s: transfer stalled: less than %ld bytes/s for %d s", x->what,
+				ep->host, r->stall_speed, r->stall_time);
+	else if (rc != CURLE_OK && !x->fail)
+		imgfs_curl_error(x->sink_err, c, rc, x->what, ep->host, errbuf);
 	curl_easy_cleanup(c);
 	x->easy = NULL;
 	curl_slist_free_all(hdrs);
@@ -674,7 +868,7 @@ static CURLcode perform_hop(struct imgfs_registry *r, struct xfer *x, const char
 }
 
 /* Resolve a redirect's Location against url and check its scheme. */
-static int next_hop(struct imgfs_registry *r, struct xfer *x, char **url, struct imgfs_error *err)
+static int next_hop(struct imgfs_endpoint *ep, struct xfer *x, char **url, struct imgfs_error *err)
 {
 	CURLU *u = curl_url();
 	char *nu = NULL, *scheme = NULL;
@@ -687,10 +881,11 @@ static int next_hop(struct imgfs_registry *r, struct xfer *x, char **url, struct
 	    curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK) {
 		rc = imgfs_error_set(
 		    err, EIO, "%s %s/%s: HTTP %ld redirect with a missing or invalid Location",
-		    x->what, r->host, x->path, x->status);
-	} else if (strcmp(scheme, "https") && !(r->insecure && !strcmp(scheme, "http"))) {
+		    x->what, ep->host, x->path, x->status);
+	} else if (strcmp(scheme, "https") &&
+		   !((ep->insecure || ep->http_only) && !strcmp(scheme, "http"))) {
 		rc = imgfs_error_set(err, EACCES, "%s %s/%s: redirect to a %s URL refused", x->what,
-				     r->host, x->path, scheme);
+				     ep->host, x->path, scheme);
 	} else {
 		free(*url);
 		*url = imgfs_xstrdup(nu);
@@ -735,37 +930,48 @@ static const char *ref_sep(const char *reference)
 	return strchr(reference, ':') ? "@" : ":";
 }
 
-static int status_error(struct imgfs_registry *r, struct xfer *x, struct imgfs_error *err)
+static int status_error(struct imgfs_registry *r, struct imgfs_endpoint *ep, struct xfer *x,
+			struct imgfs_error *err)
 {
 	char detail[300];
 	char name[700];
+	char via[300] = "";
 	long s = x->status;
 	snprintf(name, sizeof(name), "%s/%s%s%s", r->domain, x->path, ref_sep(x->reference),
 		 x->reference);
+	if (ep->mirror)
+		snprintf(via, sizeof(via), " (mirror %s)", ep->host);
 	error_detail(x, detail, sizeof(detail));
 	if (s == 404)
-		return imgfs_error_set(err, ENOENT, "%s %s: %s unknown%s%s%s", x->what, name,
+		return imgfs_error_set(err, ENOENT, "%s %s%s: %s unknown%s%s%s", x->what, name, via,
 				       x->what, detail[0] ? " (" : "", detail,
 				       detail[0] ? ")" : "");
+	if ((s == 401 || s == 403) && x->creds_source)
+		return imgfs_error_set(err, EACCES,
+				       "%s %s%s: HTTP %ld: credentials for %s (from %s) were "
+				       "rejected%s%s",
+				       x->what, name, via, s, ep->host, x->creds_source,
+				       detail[0] ? ": " : "", detail);
 	if (s == 401 || s == 403)
 		return imgfs_error_set(
 		    err, EACCES,
-		    "%s %s: pull access denied for %s/%s, repository does not exist or "
+		    "%s %s%s: pull access denied for %s/%s, repository does not exist or "
 		    "may require authorization: HTTP %ld%s%s",
-		    x->what, name, r->domain, x->path, s, detail[0] ? ": " : "", detail);
+		    x->what, name, via, r->domain, x->path, s, detail[0] ? ": " : "", detail);
 	if (s == 429)
-		return imgfs_error_set(err, EAGAIN, "%s %s: HTTP 429 Too Many Requests%s%s",
-				       x->what, name, detail[0] ? ": " : "", detail);
+		return imgfs_error_set(err, EAGAIN, "%s %s%s: HTTP 429 Too Many Requests%s%s",
+				       x->what, name, via, detail[0] ? ": " : "", detail);
 	if (s == 416)
-		return imgfs_error_set(err, EIO, "%s %s: HTTP 416 Range Not Satisfiable", x->what,
-				       name);
-	return imgfs_error_set(err, EIO, "%s %s: unexpected HTTP status %ld%s%s", x->what, name, s,
-			       detail[0] ? ": " : "", detail);
+		return imgfs_error_set(err, EIO, "%s %s%s: HTTP 416 Range Not Satisfiable", x->what,
+				       name, via);
+	return imgfs_error_set(err, EIO, "%s %s%s: unexpected HTTP status %ld%s%s", x->what, name,
+			       via, s, detail[0] ? ": " : "", detail);
 }
 
 /* 416 to "Range: bytes=N-": fine when the blob is exactly N bytes long
  * ("Content-Range: bytes *\/N"), the caller then has it all. */
-static int range_done(struct imgfs_registry *r, struct xfer *x, struct imgfs_error *err)
+static int range_done(struct imgfs_registry *r, struct imgfs_endpoint *ep, struct xfer *x,
+		      struct imgfs_error *err)
 {
 	const char *cr = x->content_range;
 	char *e;
@@ -781,73 +987,111 @@ static int range_done(struct imgfs_registry *r, struct xfer *x, struct imgfs_err
 					       " but the blob is %llu bytes",
 					       r->domain, x->path, x->reference, x->range, total);
 	}
-	return status_error(r, x, err);
+	return status_error(r, ep, x, err);
+}
+
+/* A 401 on ep: drop what was refused, get a fresh Authorization value. */
+static int answer_challenge(struct imgfs_registry *r, struct imgfs_endpoint *ep, struct xfer *x,
+			    const char *key, char **authz, struct imgfs_error *err)
+{
+	struct imgfs_auth_plan plan;
+	const struct imgfs_creds *cr = NULL;
+	int rc;
+
+	if (imgfs_auth_plan_from_header(x->www_auth, &plan, err) < 0)
+		return imgfs_error_wrap(err, "%s %s/%s", x->what, ep->host, x->path);
+	if (*authz) {
+		/* the cached token was refused (expired, revoked): drop it */
+		imgfs_token_drop(r, key);
+		explicit_bzero(*authz, strlen(*authz));
+		free(*authz);
+		*authz = NULL;
+	}
+	if (imgfs_endpoint_creds(r, ep, &cr, err) < 0) {
+		imgfs_auth_plan_destroy(&plan);
+		return -1;
+	}
+	x->creds_source = cr ? cr->source : NULL;
+	rc = imgfs_auth_fetch_token(r, ep, &plan, key, x->path, authz, err);
+	imgfs_auth_plan_destroy(&plan);
+	if (rc < 0)
+		return imgfs_error_wrap(err, "%s %s/%s", x->what, ep->host, x->path);
+	return 0;
+}
+
+static char *endpoint_url(struct imgfs_registry *r, struct imgfs_endpoint *ep, const char *suffix)
+{
+	bool http;
+	pthread_mutex_lock(&r->lock);
+	http = ep->use_http;
+	pthread_mutex_unlock(&r->lock);
+	return imgfs_xasprintf("%s%s", http ? ep->http : ep->https, suffix);
 }
 
 /*
- * One attempt: the request with its redirects and one Bearer round. 0 on a
- * 2xx (or 416 on a resumed blob: nothing left to send), else -1.
+ * One attempt on one endpoint: the request with its redirects, one auth
+ * round on 401 and one on 403 with a cached token. 0 on a 2xx (or 416 on a
+ * resumed blob: nothing left to send), else -1.
  */
-static int send_request(struct imgfs_registry *r, struct xfer *x, const char *url0,
-			struct imgfs_error *err)
+static int send_request(struct imgfs_registry *r, struct imgfs_endpoint *ep, struct xfer *x,
+			const char *suffix, struct imgfs_error *err)
 {
+	_cleanup_free_ char *url0 = endpoint_url(r, ep, suffix);
 	_cleanup_free_ char *url = imgfs_xstrdup(url0);
-	_cleanup_free_ char *reg_origin = origin_of(r->base);
-	_cleanup_free_ char *key = imgfs_xasprintf("repository:%s:pull", x->path);
-	_cleanup_free_ char *token = imgfs_token_get(r, key);
-	bool auth_done = false;
+	_cleanup_free_ char *reg_origin = origin_of(url0);
+	_cleanup_free_ char *key = imgfs_xasprintf("%s|repository:%s:pull", ep->host, x->path);
+	_cleanup_free_ char *authz = imgfs_token_get(r, key);
+	bool auth_done = false, retried_403 = false;
 	int hops = 0;
 
 	x->sink_err = err;
+	x->creds_source = NULL;
 	for (;;) {
 		_cleanup_free_ char *origin = origin_of(url);
 		bool same = origin && reg_origin && !strcmp(origin, reg_origin);
-		CURLcode rc = perform_hop(r, x, url, same ? token : NULL);
+		CURLcode rc = perform_hop(r, ep, x, url, same ? authz : NULL);
 		if (x->fail > 0)
 			return imgfs_error_set(err, x->fail, "%s %s/%s%s%s: %s", x->what, r->domain,
 					       x->path, ref_sep(x->reference), x->reference,
 					       x->fail_msg);
-		if (x->fail < 0)
-			return -1; /* the sink's error is in err */
-		if (rc != CURLE_OK)
-			return -1;
+		if (x->fail < 0 || rc != CURLE_OK)
+			return -1; /* the sink's error, or the transport's, is in err */
 		if (x->status >= 300 && x->status < 400 && x->status != 304) {
 			if (++hops > IMGFS_MAX_REDIRECTS)
 				return imgfs_error_set(
 				    err, EIO, "%s %s/%s: stopped after %d redirects", x->what,
-				    r->host, x->path, IMGFS_MAX_REDIRECTS);
-			if (next_hop(r, x, &url, err) < 0)
+				    ep->host, x->path, IMGFS_MAX_REDIRECTS);
+			if (next_hop(ep, x, &url, err) < 0)
 				return -1;
 			continue;
 		}
+		if (x->status == 403 && same && authz && !retried_403) {
+			/* maybe a stale token: once more with fresh credentials */
+			retried_403 = true;
+			auth_done = false;
+			imgfs_token_drop(r, key);
+			explicit_bzero(authz, strlen(authz));
+			free(authz);
+			authz = NULL;
+			free(url);
+			url = imgfs_xstrdup(url0);
+			hops = 0;
+			continue;
+		}
 		if (x->status == 401 && same && !auth_done && x->www_auth) {
-			struct imgfs_auth_plan plan;
-			int arc;
 			auth_done = true;
-			if (imgfs_auth_plan_from_header(x->www_auth, &plan, err) < 0)
-				return imgfs_error_wrap(err, "%s %s/%s", x->what, r->host, x->path);
-			if (token) {
-				/* the cached token was refused (expired, revoked): drop it */
-				imgfs_token_drop(r, key);
-				explicit_bzero(token, strlen(token));
-				free(token);
-				token = NULL;
-			}
-			arc = imgfs_auth_fetch_token(r, &plan, key, x->path, &token, err);
-			imgfs_auth_plan_destroy(&plan);
-			if (arc < 0)
-				return imgfs_error_wrap(err, "%s %s/%s", x->what, r->domain,
-							x->path);
+			if (answer_challenge(r, ep, x, key, &authz, err) < 0)
+				return -1;
 			free(url);
 			url = imgfs_xstrdup(url0);
 			hops = 0;
 			continue;
 		}
 		if (x->status == 416 && x->mode == BODY_SINK && x->range > 0)
-			return range_done(r, x, err);
+			return range_done(r, ep, x, err);
 		if (x->status >= 200 && x->status < 300)
 			return 0;
-		return status_error(r, x, err);
+		return status_error(r, ep, x, err);
 	}
 }
 
@@ -855,47 +1099,129 @@ static bool transient(struct xfer *x, const struct imgfs_error *err)
 {
 	if (x->fail)
 		return false;
-	if (x->status == 502 || x->status == 503 || x->status == 504)
+	if (x->status == 429 || x->status == 500 || x->status == 502 || x->status == 503 ||
+	    x->status == 504)
 		return true;
-	if (x->status == 429)
-		return x->retry_after >= 0 && x->retry_after <= MAX_RETRY_AFTER_S;
 	if (x->status == 0 || (x->status >= 200 && x->status < 300))
 		return err->code == ECONNREFUSED || err->code == ECONNRESET ||
-		       err->code == ETIMEDOUT;
+		       err->code == ETIMEDOUT || err->code == EHOSTUNREACH;
 	return false;
 }
 
-static void backoff(int attempt, long retry_after)
+/* Exponential backoff (0.5 s doubling, at most 30 s) with full jitter in its
+ * upper half; a Retry-After is honoured up to the configured cap. */
+static double backoff_delay(struct imgfs_registry *r, int attempt, long retry_after)
 {
-	struct timespec ts;
-	double s =
-	    retry_after >= 0 ? (double)retry_after : 0.25 * (double)(1 << (2 * (attempt - 1)));
-	ts.tv_sec = (time_t)s;
-	ts.tv_nsec = (long)((s - (double)ts.tv_sec) * 1e9);
-	nanosleep(&ts, NULL);
+	double base, s;
+	unsigned int seed = (unsigned int)(imgfs_now() * 1e6) ^ (unsigned int)pthread_self();
+	if (retry_after >= 0)
+		return retry_after > r->max_retry_after ? (double)r->max_retry_after
+							: (double)retry_after;
+	base = 0.5 * (double)(1u << (attempt > 6 ? 6 : attempt - 1));
+	if (base > 30)
+		base = 30;
+	s = base / 2 + (base / 2) * ((double)rand_r(&seed) / RAND_MAX);
+	return s;
 }
 
-static int run(struct imgfs_registry *r, struct xfer *x, const char *url, struct imgfs_error *err)
+static void sleep_s(double s)
 {
+	struct timespec ts;
+	ts.tv_sec = (time_t)s;
+	ts.tv_nsec = (long)((s - (double)ts.tv_sec) * 1e9);
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
+/* An insecure host that does not speak TLS: fall back to plain HTTP, once. */
+static bool try_plain_http(struct imgfs_registry *r, struct imgfs_endpoint *ep, struct xfer *x)
+{
+	bool switched = false;
+	if (!ep->http || x->status != 0 || !tls_error(x->curl_rc))
+		return false;
+	pthread_mutex_lock(&r->lock);
+	if (!ep->use_http) {
+		ep->use_http = true;
+		switched = true;
+	}
+	pthread_mutex_unlock(&r->lock);
+	if (switched)
+		imgfs_debug("registry %s does not speak TLS; using plain HTTP (insecure)",
+			    ep->host);
+	return switched;
+}
+
+/* Requests on one endpoint, with retries. */
+static int run_endpoint(struct imgfs_registry *r, struct imgfs_endpoint *ep, struct xfer *x,
+			const char *suffix, struct imgfs_error *err)
+{
+	int attempts = ep->mirror ? 1 : r->max_attempts, progress_resets = 0;
 	for (int attempt = 1;; attempt++) {
 		int rc;
 		uint64_t before = x->pos;
+		double d;
 		imgfs_error_clear(err);
-		rc = send_request(r, x, url, err);
+		x->curl_rc = CURLE_OK;
+		rc = send_request(r, ep, x, suffix, err);
 		if (rc == 0)
 			return 0;
-		if (attempt >= IMGFS_FETCH_ATTEMPTS || !transient(x, err))
+		if (try_plain_http(r, ep, x)) {
+			attempt--;
+			continue;
+		}
+		/* a transfer that moved forward earns its attempts back (a few times) */
+		if (x->mode == BODY_SINK && x->pos > before && progress_resets < 10 &&
+		    transient(x, err)) {
+			progress_resets++;
+			attempt = 1;
+		}
+		if (attempt >= attempts || !transient(x, err))
 			return -1;
-		imgfs_warn("%s (attempt %d of %d, retrying%s)", err->msg, attempt,
-			   IMGFS_FETCH_ATTEMPTS,
-			   x->mode == BODY_SINK && x->pos > before ? " from where it stopped" : "");
-		backoff(attempt, x->status == 429 ? x->retry_after : -1);
+		d = backoff_delay(r, attempt, x->status == 429 || x->status == 503 ? x->retry_after
+										   : -1);
+		imgfs_warn("%s (attempt %d of %d; retrying in %.1f s%s)", err->msg, attempt,
+			   attempts, d,
+			   x->mode == BODY_SINK && x->pos > 0 ? " from where it stopped" : "");
+		sleep_s(d);
 	}
+}
+
+/* Try the mirrors in order, then upstream. Which endpoint answered is logged. */
+static int run(struct imgfs_registry *r, struct xfer *x, const char *suffix,
+	       struct imgfs_error *err)
+{
+	for (size_t i = 0; i < r->n_eps; i++) {
+		struct imgfs_endpoint *ep = &r->eps[i];
+		bool down;
+		pthread_mutex_lock(&r->lock);
+		down = ep->down;
+		pthread_mutex_unlock(&r->lock);
+		if (down)
+			continue;
+		if (run_endpoint(r, ep, x, suffix, err) == 0) {
+			x->served_by = ep;
+			if (r->n_eps > 1 || x->mode == BODY_SINK)
+				imgfs_info("%s %s/%s%s%s: from %s%s", x->what, r->domain, x->path,
+					   ref_sep(x->reference), x->reference, ep->host,
+					   ep->mirror ? " (mirror)" : "");
+			return 0;
+		}
+		if (!ep->mirror || x->fail < 0)
+			return -1;
+		if (err->code == ECONNREFUSED || err->code == EHOSTUNREACH) {
+			pthread_mutex_lock(&r->lock);
+			ep->down = true;
+			pthread_mutex_unlock(&r->lock);
+		}
+		imgfs_warn("mirror %s: %s; trying %s", ep->host, err->msg,
+			   i + 2 < r->n_eps ? "the next mirror" : "upstream");
+	}
+	return -1;
 }
 
 /* ---- the public calls ---------------------------------------------------------------- */
 
-static int check_path(struct imgfs_registry *r, const char *path, struct imgfs_error *err)
+static int check_path(const char *path, struct imgfs_error *err)
 {
 	/* paths come from parsed references; refuse anything else before it reaches a URL */
 	for (const char *p = path; p && *p; p++)
@@ -919,11 +1245,11 @@ int imgfs_registry_get_manifest(struct imgfs_registry *r, const char *path, cons
 			 .max = max};
 	struct imgfs_digest want;
 	bool by_digest = strchr(reference, ':') != NULL;
-	_cleanup_free_ char *url = NULL;
+	_cleanup_free_ char *suffix = NULL;
 	int rc;
 
 	memset(out, 0, sizeof(*out));
-	if (check_path(r, path, err) < 0)
+	if (check_path(path, err) < 0)
 		return -1;
 	if (by_digest) {
 		if (imgfs_digest_parse(&want, reference, err) < 0)
@@ -931,12 +1257,12 @@ int imgfs_registry_get_manifest(struct imgfs_registry *r, const char *path, cons
 	} else if (!tag_ok(reference)) {
 		return imgfs_error_set(err, EINVAL, "invalid tag \"%.200s\"", reference);
 	}
-	url = imgfs_xasprintf("%s/v2/%s/manifests/%s", r->base, path, reference);
-	rc = run(r, &x, url, err);
+	suffix = imgfs_xasprintf("/v2/%s/manifests/%s", path, reference);
+	rc = run(r, &x, suffix, err);
 	if (rc == 0 && imgfs_fetch_check_digest(x.buf ? x.buf : "", x.len, by_digest ? &want : NULL,
 						x.dcd, &out->digest, err) < 0) {
-		imgfs_error_wrap(err, "manifest %s/%s%s%s", r->domain, path, ref_sep(reference),
-				 reference);
+		imgfs_error_wrap(err, "manifest %s/%s%s%s (from %s)", r->domain, path,
+				 ref_sep(reference), reference, x.served_by->host);
 		rc = -1;
 	}
 	if (rc == 0) {
@@ -956,25 +1282,26 @@ int imgfs_registry_get_blob_mem(struct imgfs_registry *r, const char *path,
 				struct imgfs_fetched *out, struct imgfs_error *err)
 {
 	struct xfer x = {.what = "blob", .path = path, .reference = d->str, .mode = BODY_MEM};
-	_cleanup_free_ char *url = NULL;
+	_cleanup_free_ char *suffix = NULL;
 	int rc;
 
 	memset(out, 0, sizeof(*out));
-	if (check_path(r, path, err) < 0)
+	if (check_path(path, err) < 0)
 		return -1;
 	if (expected_size > SIZE_MAX - 1)
 		return imgfs_error_set(err, EIO, "blob %s: size %" PRIu64 " too large", d->str,
 				       expected_size);
 	x.max = (size_t)expected_size;
-	url = imgfs_xasprintf("%s/v2/%s/blobs/%s", r->base, path, d->str);
-	rc = run(r, &x, url, err);
+	suffix = imgfs_xasprintf("/v2/%s/blobs/%s", path, d->str);
+	rc = run(r, &x, suffix, err);
 	if (rc == 0 && x.len != expected_size)
 		rc = imgfs_error_set(
 		    err, EIO, "blob %s/%s@%s: size mismatch: expected %" PRIu64 " bytes, got %zu",
 		    r->domain, path, d->str, expected_size, x.len);
 	if (rc == 0 &&
 	    imgfs_fetch_check_digest(x.buf ? x.buf : "", x.len, d, NULL, &out->digest, err) < 0) {
-		imgfs_error_wrap(err, "blob %s/%s@%s", r->domain, path, d->str);
+		imgfs_error_wrap(err, "blob %s/%s@%s (from %s)", r->domain, path, d->str,
+				 x.served_by->host);
 		rc = -1;
 	}
 	if (rc == 0) {
@@ -1001,15 +1328,15 @@ int imgfs_registry_get_blob(struct imgfs_registry *r, const char *path,
 			 .restarted = restarted,
 			 .offset = offset,
 			 .pos = offset};
-	_cleanup_free_ char *url = NULL;
+	_cleanup_free_ char *suffix = NULL;
 	int rc;
 
 	if (restarted)
 		*restarted = false;
-	if (check_path(r, path, err) < 0)
+	if (check_path(path, err) < 0)
 		return -1;
-	url = imgfs_xasprintf("%s/v2/%s/blobs/%s", r->base, path, d->str);
-	rc = run(r, &x, url, err);
+	suffix = imgfs_xasprintf("/v2/%s/blobs/%s", path, d->str);
+	rc = run(r, &x, suffix, err);
 	xfer_destroy(&x);
 	return rc;
 }
