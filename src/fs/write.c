@@ -296,19 +296,10 @@ void fs_op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in_buf,
 
 void fs_op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	struct fs *fs = fuse_req_userdata(req);
-	struct fs_inode *in = fs_inode_get(fs, ino);
-	int fd, err = 0;
-
-	if (in->kind != FS_PASS || !fi->fh) {
-		fuse_reply_err(req, 0);
-		return;
-	}
-	/* close a dup, as passthrough_ll does, so the backing sees the close */
-	fd = dup((int)fi->fh);
-	if (fd < 0 || close(fd) < 0)
-		err = errno;
-	fuse_reply_err(req, err);
+	/* Nothing to do at close(2): data goes straight to the backing file
+	 * and each handle is closed at release. ENOSYS makes the kernel stop
+	 * sending FLUSH at every close for good. */
+	fuse_reply_err(req, ENOSYS);
 }
 
 void fs_op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
