@@ -44,11 +44,13 @@ struct pull_ctx {
 	pthread_mutex_t mu;
 	pthread_cond_t cond;
 	bool cancel;           /* guarded by mu */
-	size_t next_dl;        /* guarded by mu */
-	size_t next_unpack;    /* guarded by mu */
+	size_t next_dl;        /* guarded by mu: position in order */
+	size_t next_unpack;    /* guarded by mu: position in order */
 	struct imgfs_store *s; /* immutable below */
 	struct pull_source *src;
 	struct layer_job *jobs;
+	size_t *order; /* job indexes, largest layer first: the longest unpack
+			* is the critical path, so it starts first */
 	size_t n;
 };
 
@@ -166,10 +168,10 @@ static void *download_thread(void *arg)
 	for (;;) {
 		struct layer_job *j = NULL;
 		pthread_mutex_lock(&p->mu);
-		while (p->next_dl < p->n && !p->jobs[p->next_dl].need_blob)
+		while (p->next_dl < p->n && !p->jobs[p->order[p->next_dl]].need_blob)
 			p->next_dl++;
 		if (p->next_dl < p->n && !p->cancel)
-			j = &p->jobs[p->next_dl++];
+			j = &p->jobs[p->order[p->next_dl++]];
 		pthread_mutex_unlock(&p->mu);
 		if (!j)
 			return NULL;
@@ -302,10 +304,10 @@ static void *unpack_thread(void *arg)
 	for (;;) {
 		struct layer_job *j = NULL;
 		pthread_mutex_lock(&p->mu);
-		while (p->next_unpack < p->n && !p->jobs[p->next_unpack].need_snapshot)
+		while (p->next_unpack < p->n && !p->jobs[p->order[p->next_unpack]].need_snapshot)
 			p->next_unpack++;
 		if (p->next_unpack < p->n && !p->cancel)
-			j = &p->jobs[p->next_unpack++];
+			j = &p->jobs[p->order[p->next_unpack++]];
 		pthread_mutex_unlock(&p->mu);
 		if (!j)
 			return NULL;
@@ -417,6 +419,19 @@ static int commit_job(struct pull_ctx *p, size_t i, char **dirs, struct imgfs_er
 	return 0;
 }
 
+/* Order job indexes by layer size, largest first (stable: ties keep index order). */
+static void order_by_size(struct pull_ctx *p)
+{
+	for (size_t i = 0; i < p->n; i++) {
+		size_t k = i;
+		while (k > 0 && p->jobs[p->order[k - 1]].desc->size < p->jobs[i].desc->size) {
+			p->order[k] = p->order[k - 1];
+			k--;
+		}
+		p->order[k] = i;
+	}
+}
+
 static int cpu_count(void)
 {
 	long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -433,9 +448,11 @@ int pull_layers(struct imgfs_store *s, struct pull_source *src, const char *name
 	char **dirs;
 
 	p.jobs = calloc(p.n ? p.n : 1, sizeof(*p.jobs));
+	p.order = calloc(p.n ? p.n : 1, sizeof(*p.order));
 	dirs = calloc(p.n ? p.n : 1, sizeof(*dirs));
-	if (!p.jobs || !dirs) {
+	if (!p.jobs || !p.order || !dirs) {
 		free(p.jobs);
+		free(p.order);
 		free(dirs);
 		return imgfs_error_set(err, ENOMEM, "out of memory");
 	}
@@ -475,6 +492,7 @@ int pull_layers(struct imgfs_store *s, struct pull_source *src, const char *name
 								 : IMGFS_LAYER_WAITING;
 	}
 
+	order_by_size(&p);
 	want_dl = src->max_downloads > 0 ? src->max_downloads : 3;
 	want_up = cpu_count();
 	for (int k = 0; k < want_dl && k < 16 && (size_t)k < p.n; k++)
@@ -517,6 +535,7 @@ int pull_layers(struct imgfs_store *s, struct pull_source *src, const char *name
 	}
 	free(dirs);
 	free(p.jobs);
+	free(p.order);
 	pthread_cond_destroy(&p.cond);
 	pthread_mutex_destroy(&p.mu);
 	return rc;
