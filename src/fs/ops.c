@@ -714,6 +714,8 @@ static void fs_op_init(void *userdata, struct fuse_conn_info *conn)
 			conn->want |= want[i];
 	}
 	conn->want &= ~(unsigned)FUSE_CAP_WRITEBACK_CACHE;
+	/* bigger write requests: fewer round trips (libfuse caps it to its buffer) */
+	conn->max_write = 1u << 20;
 	fs->no_open = conn->capable & FUSE_CAP_NO_OPEN_SUPPORT;
 	fs->no_opendir = conn->capable & FUSE_CAP_NO_OPENDIR_SUPPORT;
 	imgfs_debug("fs: kernel FUSE protocol %u.%u, capable 0x%x", conn->proto_major,
