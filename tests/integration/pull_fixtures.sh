@@ -211,4 +211,35 @@ want=$(layout_digest "$F/multiarch" armv7)
 pull_check "$T/stores/bydigest" "$REGISTRY/multiarch@$want" "$want"
 check_tree "$T/stores/bydigest" "$REGISTRY/multiarch@$want" "$F/multiarch" armv7
 
+# ---- two imgfs processes pulling into one store at once ----------------------
+
+store=$T/stores/concurrent
+mark_log
+set +e
+"$IMGFS" --store "$store" pull -q "$REGISTRY/many:v1" >"$T/c1.out" 2>"$T/c1.err" &
+p1=$!
+"$IMGFS" --store "$store" pull -q "$REGISTRY/features:v1" >"$T/c2.out" 2>"$T/c2.err" &
+p2=$!
+"$IMGFS" --store "$store" pull -q "$REGISTRY/many:v1" >"$T/c3.out" 2>"$T/c3.err"
+r3=$?
+wait $p1
+r1=$?
+wait $p2
+r2=$?
+set -e
+[ "$r1$r2$r3" = 000 ] || fail "concurrent pulls exited $r1 $r2 $r3: $(cat "$T"/c[123].err)"
+for d in $(json_get "$F/many/blobs/sha256/${many#sha256:}" '" ".join(l["digest"] for l in d["layers"])'); do
+	n=$(blob_gets "$d")
+	[ "$n" = 1 ] || fail "three concurrent pulls fetched layer $d $n times (wanted once)"
+done
+imgfs_ok "$store" images --json
+[ "$(json_get "$T/out" 'len(d)')" = 2 ] || fail "concurrent pulls: images lists $(json_get "$T/out" 'len(d)') images"
+check_tree "$store" "$REGISTRY/many:v1" "$F/many" v1
+check_tree "$store" "$REGISTRY/features:v1" "$F/features" v1
+[ -z "$(ls "$store/snapshots" | grep '^tmp-')" ] || fail "concurrent pulls left tmp- snapshot dirs"
+snaps=$(ls "$store/snapshots" | wc -l)
+want=$(json_get "$F/many/blobs/sha256/${many#sha256:}" 'len(d["layers"])')
+want=$((want + $(json_get "$F/features/blobs/sha256/${feat#sha256:}" 'len(d["layers"])') - 1))
+[ "$snaps" = "$want" ] || fail "concurrent pulls: $snaps snapshot dirs, wanted $want (one per chain)"
+
 log "ok"
