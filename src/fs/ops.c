@@ -634,7 +634,7 @@ static void fs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, siz
 
 	if (in->kind != FS_PASS || in->type == S_IFLNK) {
 		/* symlinks: no fd-relative xattr call reaches them without following */
-		fuse_reply_err(req, in->kind == FS_PASS ? ENODATA : ENODATA);
+		fuse_reply_err(req, ENODATA);
 		return;
 	}
 	fs_proc_path(in, path, sizeof(path));
