@@ -8,10 +8,79 @@
 #include "store_i.h"
 
 #include <fcntl.h>
+#include <openssl/sha.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+
+/*
+ * The ingest's hash, with a state that can be saved next to the data so a
+ * resumed download does not hash its first part again. OpenSSL 3 has no
+ * supported way to export an EVP digest state; its low-level SHA256_CTX and
+ * SHA512_CTX are plain data, so they are used here (deprecated API, confined
+ * to this section). The state file is trusted only when its header, size and
+ * offset agree with the data on disk; otherwise the data is hashed again.
+ */
+struct ihash {
+	enum imgfs_digest_alg alg;
+	union {
+		SHA256_CTX s256;
+		SHA512_CTX s512;
+	} u;
+};
+
+#define HASHSTATE_MAGIC "IMGFSHS1"
+#define HASHSTATE_EVERY (8u << 20) /* save the state every 8 MiB */
+
+struct hashstate_hdr {
+	char magic[8];
+	uint32_t alg;
+	uint32_t ctx_size;
+	uint64_t offset;
+};
+
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+static void ihash_init(struct ihash *h, enum imgfs_digest_alg alg)
+{
+	memset(h, 0, sizeof(*h));
+	h->alg = alg;
+	if (alg == IMGFS_SHA256)
+		SHA256_Init(&h->u.s256);
+	else
+		SHA512_Init(&h->u.s512);
+}
+
+static void ihash_update(struct ihash *h, const void *buf, size_t len)
+{
+	if (h->alg == IMGFS_SHA256)
+		SHA256_Update(&h->u.s256, buf, len);
+	else
+		SHA512_Update(&h->u.s512, buf, len);
+}
+
+static void ihash_final(struct ihash *h, struct imgfs_digest *out)
+{
+	unsigned char md[SHA512_DIGEST_LENGTH];
+	unsigned int n = h->alg == IMGFS_SHA256 ? SHA256_DIGEST_LENGTH : SHA512_DIGEST_LENGTH;
+	size_t off;
+	if (h->alg == IMGFS_SHA256)
+		SHA256_Final(md, &h->u.s256);
+	else
+		SHA512_Final(md, &h->u.s512);
+	off = (size_t)snprintf(out->str, sizeof(out->str), "%s:", imgfs_digest_alg_name(h->alg));
+	for (unsigned int i = 0; i < n; i++)
+		snprintf(out->str + off + 2 * i, 3, "%02x", md[i]);
+	out->alg = h->alg;
+	out->hex = out->str + off;
+}
+#pragma GCC diagnostic pop
+
+static size_t ihash_ctx_size(const struct ihash *h)
+{
+	return h->alg == IMGFS_SHA256 ? sizeof(h->u.s256) : sizeof(h->u.s512);
+}
 
 struct imgfs_ingest {
 	struct imgfs_store *s;
@@ -22,8 +91,10 @@ struct imgfs_ingest {
 	char *data_path; /* dir/data */
 	int lockfd;	 /* flock(LOCK_EX) held while w lives */
 	int datafd;
+	char *state_path; /* dir/hashstate */
 	uint64_t offset;
-	struct imgfs_hasher *h;
+	uint64_t state_saved; /* offset of the last saved hash state */
+	struct ihash h;
 };
 
 char *imgfs_store_blob_path(const struct imgfs_store *s, const struct imgfs_digest *d)
@@ -171,7 +242,8 @@ static void ingest_free(struct imgfs_ingest *w)
 		close(w->datafd);
 	if (w->lockfd >= 0)
 		close(w->lockfd); /* releases the flock */
-	imgfs_hasher_free(w->h);
+	explicit_bzero(&w->h, sizeof(w->h));
+	free(w->state_path);
 	free(w->dir);
 	free(w->lock_path);
 	free(w->data_path);
@@ -182,18 +254,22 @@ static void ingest_free(struct imgfs_ingest *w)
  * lock file's inode and start over). */
 static void ingest_remove(struct imgfs_ingest *w)
 {
+	unlink(w->state_path);
 	unlink(w->data_path);
 	unlink(w->lock_path);
 	rmdir(w->dir);
 }
 
-/* Hash the data already on disk (a resumed download). */
+/* Hash the data on disk from w->offset (0, or where a saved state ends) on. */
 static int ingest_rehash(struct imgfs_ingest *w, struct imgfs_error *err)
 {
 	char *buf = imgfs_xmalloc(1 << 20);
 	ssize_t n;
 
-	w->offset = 0;
+	if (lseek(w->datafd, (off_t)w->offset, SEEK_SET) < 0) {
+		free(buf);
+		return imgfs_error_errno(err, errno, "seek %s", w->data_path);
+	}
 	while ((n = read(w->datafd, buf, 1 << 20)) != 0) {
 		if (n < 0 && errno == EINTR)
 			continue;
@@ -201,20 +277,81 @@ static int ingest_rehash(struct imgfs_ingest *w, struct imgfs_error *err)
 			free(buf);
 			return imgfs_error_errno(err, errno, "read %s", w->data_path);
 		}
-		imgfs_hasher_update(w->h, buf, (size_t)n);
+		ihash_update(&w->h, buf, (size_t)n);
 		w->offset += (uint64_t)n;
 	}
 	free(buf);
 	return 0;
 }
 
+/* Save the hash state at w->offset beside the data (temp file, rename). A
+ * failure only costs a re-hash later. */
+static void ingest_save_state(struct imgfs_ingest *w)
+{
+	_cleanup_free_ char *tmp = imgfs_xasprintf("%s.tmp", w->state_path);
+	struct hashstate_hdr hdr = {.alg = (uint32_t)w->h.alg,
+				    .ctx_size = (uint32_t)ihash_ctx_size(&w->h),
+				    .offset = w->offset};
+	int fd;
+
+	if (w->offset == 0 || w->offset == w->state_saved)
+		return;
+	memcpy(hdr.magic, HASHSTATE_MAGIC, sizeof(hdr.magic));
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0)
+		return;
+	if (imgfs_write_all(fd, &hdr, sizeof(hdr)) < 0 ||
+	    imgfs_write_all(fd, &w->h.u, ihash_ctx_size(&w->h)) < 0 || close(fd) < 0 ||
+	    rename(tmp, w->state_path) < 0) {
+		unlink(tmp);
+		return;
+	}
+	w->state_saved = w->offset;
+}
+
+/* Restore a saved state that fits the data on disk (its offset at most the
+ * file's size). Returns true with w->h and w->offset set. */
+static bool ingest_load_state(struct imgfs_ingest *w, uint64_t data_size)
+{
+	struct hashstate_hdr hdr;
+	struct ihash h;
+	_cleanup_close_ int fd = open(w->state_path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	ssize_t n;
+
+	ihash_init(&h, w->expected.alg);
+	if (fd < 0)
+		return false;
+	n = read(fd, &hdr, sizeof(hdr));
+	if (n != (ssize_t)sizeof(hdr) || memcmp(hdr.magic, HASHSTATE_MAGIC, sizeof(hdr.magic)) ||
+	    hdr.alg != (uint32_t)w->expected.alg || hdr.ctx_size != ihash_ctx_size(&h) ||
+	    hdr.offset == 0 || hdr.offset > data_size || hdr.offset > w->expected_size)
+		return false;
+	n = read(fd, &h.u, ihash_ctx_size(&h));
+	if (n != (ssize_t)ihash_ctx_size(&h))
+		return false;
+	/* a state that does not describe hdr.offset bytes is stale */
+	if (h.alg == IMGFS_SHA256 &&
+	    (((uint64_t)h.u.s256.Nh << 32 | h.u.s256.Nl) != hdr.offset * 8 ||
+	     h.u.s256.num >= SHA256_CBLOCK || h.u.s256.md_len != SHA256_DIGEST_LENGTH))
+		return false;
+	if (h.alg == IMGFS_SHA512 &&
+	    (h.u.s512.Nl != hdr.offset * 8 || h.u.s512.num >= SHA512_CBLOCK ||
+	     h.u.s512.md_len != SHA512_DIGEST_LENGTH))
+		return false;
+	w->h = h;
+	w->offset = hdr.offset;
+	w->state_saved = hdr.offset;
+	return true;
+}
+
 static int ingest_truncate(struct imgfs_ingest *w, struct imgfs_error *err)
 {
 	if (ftruncate(w->datafd, 0) < 0 || lseek(w->datafd, 0, SEEK_SET) < 0)
 		return imgfs_error_errno(err, errno, "truncate %s", w->data_path);
-	imgfs_hasher_free(w->h);
-	w->h = imgfs_hasher_new(w->expected.alg);
+	unlink(w->state_path);
+	ihash_init(&w->h, w->expected.alg);
 	w->offset = 0;
+	w->state_saved = 0;
 	return 0;
 }
 
@@ -223,9 +360,24 @@ static int ingest_open_data(struct imgfs_ingest *w, struct imgfs_error *err)
 	w->datafd = open(w->data_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (w->datafd < 0)
 		return imgfs_error_errno(err, errno, "open %s", w->data_path);
-	w->h = imgfs_hasher_new(w->expected.alg);
+	struct stat st;
+	uint64_t resumed;
+
+	if (fstat(w->datafd, &st) < 0)
+		return imgfs_error_errno(err, errno, "stat %s", w->data_path);
+	ihash_init(&w->h, w->expected.alg);
+	w->offset = 0;
+	if (st.st_size > 0 && !ingest_load_state(w, (uint64_t)st.st_size) && w->offset == 0)
+		imgfs_debug("ingest %s: no usable hash state; hashing %lld bytes on disk again",
+			    w->dir, (long long)st.st_size);
+	resumed = w->offset;
 	if (ingest_rehash(w, err) < 0)
 		return -1;
+	if (w->offset > 0)
+		imgfs_debug("ingest %s: resuming at %llu bytes (hash state restored at %llu, "
+			    "%llu bytes hashed again)",
+			    w->dir, (unsigned long long)w->offset, (unsigned long long)resumed,
+			    (unsigned long long)(w->offset - resumed));
 	if (w->offset > w->expected_size) {
 		imgfs_warn(
 		    "ingest %s: %llu bytes on disk, more than the expected %llu; starting over",
@@ -256,6 +408,7 @@ int imgfs_ingest_open(struct imgfs_store *s, const struct imgfs_digest *expected
 				 expected->hex);
 	w->lock_path = imgfs_xasprintf("%s/lock", w->dir);
 	w->data_path = imgfs_xasprintf("%s/data", w->dir);
+	w->state_path = imgfs_xasprintf("%s/hashstate", w->dir);
 
 	for (int attempt = 0; w->lockfd < 0 && attempt < 100; attempt++) {
 		if (mkdir(w->dir, 0700) < 0 && errno != EEXIST) {
@@ -321,8 +474,10 @@ int imgfs_ingest_write(struct imgfs_ingest *w, const void *buf, size_t len, stru
 		return imgfs_error_errno(err, -r, "blob %s: write %s", w->expected.str,
 					 w->data_path);
 	}
-	imgfs_hasher_update(w->h, buf, len);
+	ihash_update(&w->h, buf, len);
 	w->offset += len;
+	if (w->offset - w->state_saved >= HASHSTATE_EVERY)
+		ingest_save_state(w);
 	return 0;
 }
 
@@ -343,10 +498,9 @@ static int ingest_verify(struct imgfs_ingest *w, struct imgfs_error *err)
 				       "blob %s: size mismatch: got %llu bytes, expected %llu",
 				       w->expected.str, (unsigned long long)w->offset,
 				       (unsigned long long)w->expected_size);
-	imgfs_hasher_final(w->h, &got);
-	imgfs_hasher_free(w->h);
-	w->h = NULL;
+	ihash_final(&w->h, &got);
 	if (!imgfs_digest_equal(&got, &w->expected)) {
+		unlink(w->state_path);
 		unlink(w->data_path);
 		return imgfs_error_set(err, EIO, "blob %s: digest mismatch: got %s",
 				       w->expected.str, got.str);
@@ -373,6 +527,8 @@ int imgfs_ingest_commit(struct imgfs_ingest *w, const char *media_type, struct i
 
 void imgfs_ingest_abort(struct imgfs_ingest *w)
 {
-	if (w)
-		ingest_free(w);
+	if (!w)
+		return;
+	ingest_save_state(w);
+	ingest_free(w);
 }
