@@ -85,14 +85,15 @@ static int dl_sink_write(void *ctx, const void *buf, size_t len, struct imgfs_er
 	pthread_mutex_unlock(&p->mu);
 
 	if (restart) {
-		/* The server ignored our Range: start over, and tell the unpacker. */
-		if (imgfs_ingest_reset(d->w, err) < 0)
-			return -1;
+		/* The server ignored our Range: tell the unpacker its bytes are
+		 * stale (before they change under it), then start over. */
 		pthread_mutex_lock(&p->mu);
 		j->gen++;
 		j->written = 0;
 		pthread_cond_broadcast(&p->cond);
 		pthread_mutex_unlock(&p->mu);
+		if (imgfs_ingest_reset(d->w, err) < 0)
+			return -1;
 	}
 	if (imgfs_ingest_write(d->w, buf, len, err) < 0)
 		return -1;
@@ -225,9 +226,17 @@ static ssize_t follow_read(void *ctx, void *buf, size_t len)
 	while (n < 0 && errno == EINTR);
 	if (n < 0)
 		return -errno;
+	/* A restart may have truncated the file while we read. */
+	pthread_mutex_lock(&p->mu);
+	if (j->gen != f->gen) {
+		f->stale = true;
+		n = -ESTALE;
+	}
+	pthread_mutex_unlock(&p->mu);
 	if (n == 0)
-		return -EIO; /* the file is shorter than what was written: cannot happen */
-	f->pos += (uint64_t)n;
+		return -EIO; /* shorter than what was written: cannot happen */
+	if (n > 0)
+		f->pos += (uint64_t)n;
 	return n;
 }
 
