@@ -48,17 +48,17 @@ static char *login_host(const char *arg)
 }
 
 static const char login_usage[] =
-	"Usage: imgfs login [-u USER] [--authfile FILE] HOST\n"
-	"Store credentials for HOST. The password (or token) is read from stdin.\n";
+    "Usage: imgfs login [-u USER] [--authfile FILE] HOST\n"
+    "Store credentials for HOST. The password (or token) is read from stdin.\n";
 
 int cmd_login(struct cli *cli, int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{"username", required_argument, NULL, 'u'},
-		{"authfile", required_argument, NULL, 'a'},
-		{"password-stdin", no_argument, NULL, 'p'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+	    {"username", required_argument, NULL, 'u'},
+	    {"authfile", required_argument, NULL, 'a'},
+	    {"password-stdin", no_argument, NULL, 'p'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
 	};
 	struct imgfs_error err = {0};
 	_cleanup_free_ char *user = NULL;
@@ -124,9 +124,9 @@ int cmd_login(struct cli *cli, int argc, char **argv)
 int cmd_logout(struct cli *cli, int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{"authfile", required_argument, NULL, 'a'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+	    {"authfile", required_argument, NULL, 'a'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
 	};
 	struct imgfs_error err = {0};
 	_cleanup_free_ char *host = NULL;

@@ -512,7 +512,7 @@ static char *token_query(CURL *c, const char *service, const char *scope, const 
 struct token_req {
 	const char *url;
 	const char *realm_host;
-	const char *form;	 /* POST body (identity token), or NULL for GET */
+	const char *form;		 /* POST body (identity token), or NULL for GET */
 	const struct imgfs_creds *creds; /* Basic credentials for a GET, or NULL */
 };
 
@@ -663,8 +663,9 @@ int imgfs_auth_fetch_token(struct imgfs_registry *r, struct imgfs_endpoint *ep,
 	if (cr && cr->identity_token) {
 		/* docker login's identity token: the OAuth2 refresh-token grant */
 		char *rt = curl_easy_escape(esc, cr->identity_token, 0);
-		form = imgfs_xasprintf("grant_type=refresh_token&client_id=imgfs&%s&refresh_token=%s",
-				       query, rt ? rt : "");
+		form =
+		    imgfs_xasprintf("grant_type=refresh_token&client_id=imgfs&%s&refresh_token=%s",
+				    query, rt ? rt : "");
 		if (rt) {
 			explicit_bzero(rt, strlen(rt));
 			curl_free(rt);

@@ -63,11 +63,12 @@ static int str_array(struct imgfs_fetch_config *cfg, const char *path, const cha
 		return imgfs_error_set(err, EINVAL, "config %s: %s must be an array of strings",
 				       path, key);
 	a = own(cfg, imgfs_xmalloc((json_array_size(v) + 1) * sizeof(char *)));
-	json_array_foreach(v, i, e) {
+	json_array_foreach(v, i, e)
+	{
 		if (!json_is_string(e) || !json_string_length(e))
 			return imgfs_error_set(err, EINVAL,
-					       "config %s: %s[%zu] must be a non-empty string", path,
-					       key, i);
+					       "config %s: %s[%zu] must be a non-empty string",
+					       path, key, i);
 		a[i] = own(cfg, imgfs_xstrdup(json_string_value(e)));
 	}
 	a[json_array_size(v)] = NULL;
@@ -106,8 +107,8 @@ static int int_key(json_t *root, const char *path, const char *key, long lo, lon
 	return 0;
 }
 
-static int str_key(struct imgfs_fetch_config *cfg, json_t *root, const char *path,
-		   const char *key, const char **out, struct imgfs_error *err)
+static int str_key(struct imgfs_fetch_config *cfg, json_t *root, const char *path, const char *key,
+		   const char **out, struct imgfs_error *err)
 {
 	json_t *v = json_object_get(root, key);
 	if (!v)
@@ -129,14 +130,14 @@ static int load_registries(struct imgfs_fetch_config *cfg, json_t *regs, const c
 		return imgfs_error_set(err, EINVAL, "config %s: registries must be an object",
 				       path);
 	cfg->hosts = own(cfg, imgfs_xmalloc((json_object_size(regs) + 1) * sizeof(*cfg->hosts)));
-	json_object_foreach(regs, host, hv) {
+	json_object_foreach(regs, host, hv)
+	{
 		struct imgfs_fetch_host *h = &cfg->hosts[n];
 		_cleanup_free_ char *key = imgfs_xasprintf("registries.%s.mirrors", host);
 		json_t *m = json_object_get(hv, "mirrors");
 		if (!json_is_object(hv))
-			return imgfs_error_set(err, EINVAL,
-					       "config %s: registries.%s must be an object", path,
-					       host);
+			return imgfs_error_set(
+			    err, EINVAL, "config %s: registries.%s must be an object", path, host);
 		h->host = own(cfg, imgfs_xstrdup(host));
 		h->mirrors = NULL;
 		if (m && (str_array(cfg, path, key, m, &h->mirrors, err) < 0 ||

@@ -255,7 +255,8 @@ static json_t *auths_entry(json_t *auths, const char *host)
 {
 	const char *k;
 	json_t *v;
-	json_object_foreach(auths, k, v) {
+	json_object_foreach(auths, k, v)
+	{
 		_cleanup_free_ char *n = imgfs_creds_normalize_key(k);
 		if (!strcmp(n, host))
 			return v;
@@ -308,7 +309,8 @@ static int file_lookup(const char *file, const char *host, struct imgfs_creds *c
 	if (json_is_object(helpers)) {
 		const char *k;
 		json_t *v;
-		json_object_foreach(helpers, k, v) {
+		json_object_foreach(helpers, k, v)
+		{
 			_cleanup_free_ char *n = imgfs_creds_normalize_key(k);
 			if (!strcmp(n, host) && json_is_string(v)) {
 				rc = helper_get(json_string_value(v), host, c, err);
@@ -458,7 +460,8 @@ static size_t remove_entries(json_t *auths, const char *host)
 	json_t *v;
 	void *tmp;
 	size_t n = 0;
-	json_object_foreach_safe(auths, tmp, k, v) {
+	json_object_foreach_safe(auths, tmp, k, v)
+	{
 		_cleanup_free_ char *nk = imgfs_creds_normalize_key(k);
 		if (!strcmp(nk, host)) {
 			json_object_del(auths, k);

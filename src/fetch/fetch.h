@@ -22,9 +22,9 @@
  *   name@sha256:<hex>, name:tag@sha256:<hex> (the digest wins for resolution)
  */
 struct imgfs_ref {
-	char *domain;     /* "docker.io", "127.0.0.1:5000" */
-	char *path;       /* "library/alpine" */
-	char *tag;        /* "3.18.3", or NULL when only a digest was given */
+	char *domain; /* "docker.io", "127.0.0.1:5000" */
+	char *path;   /* "library/alpine" */
+	char *tag;    /* "3.18.3", or NULL when only a digest was given */
 	bool has_digest;
 	struct imgfs_digest digest;
 };
@@ -60,30 +60,30 @@ void imgfs_platform_host(struct imgfs_platform *p);
  * media types are never chosen; among equals the first in index order wins.
  * ENOENT with a message listing the platforms offered when none matches.
  */
-int imgfs_platform_select(const struct imgfs_index *idx, const struct imgfs_platform *want, size_t *chosen,
-			  struct imgfs_error *err);
+int imgfs_platform_select(const struct imgfs_index *idx, const struct imgfs_platform *want,
+			  size_t *chosen, struct imgfs_error *err);
 
 /* ---- registry client (registry.c, auth.c) ------------------------------ */
 
 /* Per-registry settings ("registries": {"ghcr.io": {"mirrors": [...]}}). */
 struct imgfs_fetch_host {
-	char *host;     /* "ghcr.io", "docker.io", "127.0.0.1:5000" */
+	char *host;	/* "ghcr.io", "docker.io", "127.0.0.1:5000" */
 	char **mirrors; /* NULL-terminated endpoint URLs ("https://m.local[:port][/prefix]") */
 };
 
 struct imgfs_fetch_config {
-	int max_concurrent_downloads; /* default 3 */
-	char **insecure_registries;   /* NULL-terminated; hosts, host:port, CIDRs; may be NULL */
-	const char *ca_dir;           /* certs.d root, default /etc/imgfs/certs.d */
-	char **registry_mirrors;      /* NULL-terminated; mirrors of docker.io; may be NULL */
+	int max_concurrent_downloads;	/* default 3 */
+	char **insecure_registries;	/* NULL-terminated; hosts, host:port, CIDRs; may be NULL */
+	const char *ca_dir;		/* certs.d root, default /etc/imgfs/certs.d */
+	char **registry_mirrors;	/* NULL-terminated; mirrors of docker.io; may be NULL */
 	struct imgfs_fetch_host *hosts; /* per-registry mirrors */
 	size_t n_hosts;
-	int max_attempts;    /* tries per request and endpoint (default 5) */
-	int max_retry_after; /* Retry-After is honoured up to this many seconds (default 60) */
-	long stall_speed;    /* bytes/s below which a transfer is stalled (default 1024) */
-	int stall_time;      /* ... for this many seconds (default 30) */
+	int max_attempts;      /* tries per request and endpoint (default 5) */
+	int max_retry_after;   /* Retry-After is honoured up to this many seconds (default 60) */
+	long stall_speed;      /* bytes/s below which a transfer is stalled (default 1024) */
+	int stall_time;	       /* ... for this many seconds (default 30) */
 	const char *auth_file; /* credentials file; NULL: the docker/podman search */
-	char *owned_;          /* internal: storage owned by imgfs_fetch_config_load */
+	char *owned_;	       /* internal: storage owned by imgfs_fetch_config_load */
 };
 void imgfs_fetch_config_init(struct imgfs_fetch_config *cfg);
 /*
@@ -106,7 +106,7 @@ struct imgfs_creds {
 	char *username;
 	char *password;
 	char *identity_token; /* an OAuth2 refresh token (docker login's identitytoken) */
-	char *source;         /* where they came from ("/root/.docker/config.json",
+	char *source;	      /* where they came from ("/root/.docker/config.json",
 				 "docker-credential-pass"), for messages */
 };
 void imgfs_creds_destroy(struct imgfs_creds *c);
@@ -142,7 +142,7 @@ void imgfs_registry_free(struct imgfs_registry *r);
 struct imgfs_fetched {
 	char *data; /* NUL-terminated, len bytes */
 	size_t len;
-	char *content_type; /* as sent, parameters stripped; may be NULL */
+	char *content_type;	    /* as sent, parameters stripped; may be NULL */
 	struct imgfs_digest digest; /* computed from the bytes (algorithm of the request) */
 };
 void imgfs_fetched_destroy(struct imgfs_fetched *f);
@@ -157,13 +157,14 @@ void imgfs_fetched_destroy(struct imgfs_fetched *f);
  * ETIMEDOUT/ECONNREFUSED/EHOSTUNREACH (network), each message naming the URL's
  * repository and reference.
  */
-int imgfs_registry_get_manifest(struct imgfs_registry *r, const char *path, const char *reference, size_t max,
-				struct imgfs_fetched *out, struct imgfs_error *err);
+int imgfs_registry_get_manifest(struct imgfs_registry *r, const char *path, const char *reference,
+				size_t max, struct imgfs_fetched *out, struct imgfs_error *err);
 
 /* GET a small blob (config) into memory; its size must equal expected_size
  * (refused before reading when larger) and its bytes must hash to d. */
-int imgfs_registry_get_blob_mem(struct imgfs_registry *r, const char *path, const struct imgfs_digest *d,
-				uint64_t expected_size, struct imgfs_fetched *out, struct imgfs_error *err);
+int imgfs_registry_get_blob_mem(struct imgfs_registry *r, const char *path,
+				const struct imgfs_digest *d, uint64_t expected_size,
+				struct imgfs_fetched *out, struct imgfs_error *err);
 
 /*
  * Stream a blob to sink, starting at offset (sent as Range when > 0). If the
@@ -174,8 +175,8 @@ int imgfs_registry_get_blob_mem(struct imgfs_registry *r, const char *path, cons
  * ingest does it. Follows redirects (Authorization is not sent to another host).
  */
 typedef int (*imgfs_sink_fn)(void *ctx, const void *buf, size_t len, struct imgfs_error *err);
-int imgfs_registry_get_blob(struct imgfs_registry *r, const char *path, const struct imgfs_digest *d,
-			    uint64_t offset, imgfs_sink_fn sink, void *ctx, bool *restarted,
-			    struct imgfs_error *err);
+int imgfs_registry_get_blob(struct imgfs_registry *r, const char *path,
+			    const struct imgfs_digest *d, uint64_t offset, imgfs_sink_fn sink,
+			    void *ctx, bool *restarted, struct imgfs_error *err);
 
 #endif

@@ -68,8 +68,8 @@ int imgfs_auth_parse_token_response(const char *body, size_t len, char **token, 
 
 struct imgfs_token {
 	struct imgfs_token *next;
-	char *key;     /* "<endpoint host>|repository:<path>:pull" */
-	char *token;   /* the Authorization header's value ("Bearer …", "Basic …"); never logged */
+	char *key;   /* "<endpoint host>|repository:<path>:pull" */
+	char *token; /* the Authorization header's value ("Bearer …", "Basic …"); never logged */
 	double expiry; /* imgfs_now() seconds */
 };
 

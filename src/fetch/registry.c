@@ -560,12 +560,12 @@ struct xfer {
 	/* body state */
 	char *buf;
 	size_t len, cap;
-	uint64_t pos;	/* BODY_SINK: absolute offset of the next byte the sink wants */
-	uint64_t range; /* BODY_SINK: the Range start sent for this hop */
-	uint64_t skip;	/* bytes of this response to drop (server ignored Range on a retry) */
-	bool delivered; /* some byte went to the sink in this call */
-	int fail;	/* why the write callback stopped: 0, or an errno */
-	CURL *easy;	/* the handle of the hop in flight */
+	uint64_t pos;	  /* BODY_SINK: absolute offset of the next byte the sink wants */
+	uint64_t range;	  /* BODY_SINK: the Range start sent for this hop */
+	uint64_t skip;	  /* bytes of this response to drop (server ignored Range on a retry) */
+	bool delivered;	  /* some byte went to the sink in this call */
+	int fail;	  /* why the write callback stopped: 0, or an errno */
+	CURL *easy;	  /* the handle of the hop in flight */
 	CURLcode curl_rc; /* of the last hop */
 	const char *creds_source; /* credentials were sent (for messages) */
 	struct imgfs_endpoint *served_by;
@@ -1177,8 +1177,8 @@ static int run_endpoint(struct imgfs_registry *r, struct imgfs_endpoint *ep, str
 		}
 		if (attempt >= attempts || !transient(x, err))
 			return -1;
-		d = backoff_delay(r, attempt, x->status == 429 || x->status == 503 ? x->retry_after
-										   : -1);
+		d = backoff_delay(r, attempt,
+				  x->status == 429 || x->status == 503 ? x->retry_after : -1);
 		imgfs_warn("%s (attempt %d of %d; retrying in %.1f s%s)", err->msg, attempt,
 			   attempts, d,
 			   x->mode == BODY_SINK && x->pos > 0 ? " from where it stopped" : "");
