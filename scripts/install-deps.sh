@@ -5,7 +5,8 @@ set -e
 export DEBIAN_FRONTEND=noninteractive
 packages="build-essential cmake pkg-config
   libfuse3-dev fuse3 libcurl4-openssl-dev libssl-dev zlib1g-dev libarchive-dev libjansson-dev liblmdb-dev
-  docker-registry skopeo umoci busybox-static zstd python3 attr curl util-linux"
+  docker-registry skopeo umoci busybox-static zstd python3 attr curl util-linux
+  apache2-utils"
 missing=""
 for p in $packages; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
