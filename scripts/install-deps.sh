@@ -1,12 +1,16 @@
 #!/bin/sh
 # SPDX-License-Identifier: Apache-2.0
-# Install what imgfs needs to build, test and benchmark on Debian 12 (as root).
+# Install what imgfs needs to build and test on Debian 12 (as root);
+# with --bench, also what bench/pull and bench/fs compare against.
 set -e
 export DEBIAN_FRONTEND=noninteractive
 packages="build-essential cmake pkg-config
   libfuse3-dev fuse3 libcurl4-openssl-dev libssl-dev zlib1g-dev libarchive-dev libjansson-dev liblmdb-dev
   docker-registry skopeo umoci busybox-static zstd python3 attr curl util-linux
   apache2-utils"
+if [ "${1:-}" = --bench ]; then
+  packages="$packages containerd debootstrap fuse-overlayfs bc time e2fsprogs"
+fi
 missing=""
 for p in $packages; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
