@@ -65,8 +65,9 @@ static void show_progress(void *ctx, const struct imgfs_pull_progress *p)
 		if (!final || v->last[i] == l->state)
 			continue;
 		v->last[i] = l->state;
-		fprintf(stderr, "layer %zu/%zu %s: %s (%s)\n", i + 1, p->n_layers, l->digest, state_names[l->state],
-			imgfs_human_size(l->size, a, sizeof(a)));
+		fprintf(stderr, "layer %zu/%zu %s: %s (%s%s%s)\n", i + 1, p->n_layers, l->digest,
+			state_names[l->state], imgfs_human_size(l->size, a, sizeof(a)),
+			l->source ? " from " : "", l->source ? l->source : "");
 	}
 }
 

@@ -175,8 +175,11 @@ int imgfs_registry_get_blob_mem(struct imgfs_registry *r, const char *path,
  * ingest does it. Follows redirects (Authorization is not sent to another host).
  */
 typedef int (*imgfs_sink_fn)(void *ctx, const void *buf, size_t len, struct imgfs_error *err);
+/* *served_by (may be NULL) is set to the host that served the bytes (a mirror
+ * or the registry), "host[:port] (mirror)" for mirrors; valid while r lives. */
 int imgfs_registry_get_blob(struct imgfs_registry *r, const char *path,
 			    const struct imgfs_digest *d, uint64_t offset, imgfs_sink_fn sink,
-			    void *ctx, bool *restarted, struct imgfs_error *err);
+			    void *ctx, bool *restarted, const char **served_by,
+			    struct imgfs_error *err);
 
 #endif

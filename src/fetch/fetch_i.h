@@ -76,6 +76,7 @@ struct imgfs_token {
 /* One place to send requests: a mirror or the upstream registry. */
 struct imgfs_endpoint {
 	char *host;	 /* "127.0.0.1:5000", "mirror.local" (messages, credentials, certs.d) */
+	char *label;	 /* host, with " (mirror)" for mirrors: what users see as a blob's source */
 	char *https;	 /* "https://host[/prefix]" */
 	char *http;	 /* "http://host[/prefix]", or NULL when plain HTTP is not allowed */
 	bool mirror;	 /* false: the upstream registry (tried last) */

@@ -307,6 +307,7 @@ static void endpoint_init(struct imgfs_endpoint *ep, const char *host, const cha
 {
 	char *const *insecure = cfg ? cfg->insecure_registries : NULL;
 	ep->host = imgfs_xstrdup(host);
+	ep->label = mirror ? imgfs_xasprintf("%s (mirror)", host) : imgfs_xstrdup(host);
 	ep->mirror = mirror;
 	ep->http_only = http_only;
 	ep->insecure = imgfs_registry_host_insecure(host, insecure);
@@ -436,6 +437,7 @@ void imgfs_registry_free(struct imgfs_registry *r)
 	for (size_t i = 0; r->eps && i < r->n_eps; i++) {
 		struct imgfs_endpoint *ep = &r->eps[i];
 		free(ep->host);
+		free(ep->label);
 		free(ep->https);
 		free(ep->http);
 		free(ep->ca_dir);
@@ -1200,7 +1202,7 @@ static int run(struct imgfs_registry *r, struct xfer *x, const char *suffix,
 			continue;
 		if (run_endpoint(r, ep, x, suffix, err) == 0) {
 			x->served_by = ep;
-			if (r->n_eps > 1 || x->mode == BODY_SINK)
+			if (r->n_eps > 1)
 				imgfs_info("%s %s/%s%s%s: from %s%s", x->what, r->domain, x->path,
 					   ref_sep(x->reference), x->reference, ep->host,
 					   ep->mirror ? " (mirror)" : "");
@@ -1317,7 +1319,8 @@ int imgfs_registry_get_blob_mem(struct imgfs_registry *r, const char *path,
 
 int imgfs_registry_get_blob(struct imgfs_registry *r, const char *path,
 			    const struct imgfs_digest *d, uint64_t offset, imgfs_sink_fn sink,
-			    void *ctx, bool *restarted, struct imgfs_error *err)
+			    void *ctx, bool *restarted, const char **served_by,
+			    struct imgfs_error *err)
 {
 	struct xfer x = {.what = "blob",
 			 .path = path,
@@ -1337,6 +1340,8 @@ int imgfs_registry_get_blob(struct imgfs_registry *r, const char *path,
 		return -1;
 	suffix = imgfs_xasprintf("/v2/%s/blobs/%s", path, d->str);
 	rc = run(r, &x, suffix, err);
+	if (rc == 0 && served_by && x.served_by)
+		*served_by = x.served_by->label;
 	xfer_destroy(&x);
 	return rc;
 }

@@ -13,6 +13,7 @@ struct fs_pull_layer {
 	char digest[IMGFS_DIGEST_MAX];
 	uint64_t size, downloaded, extracted;
 	enum imgfs_layer_state state;
+	char source[128]; /* the host that served the blob, or "" */
 };
 
 struct fs_pull {
@@ -64,6 +65,8 @@ static void on_progress(void *ctx, const struct imgfs_pull_progress *pr)
 		l->downloaded = pr->layers[i].downloaded;
 		l->extracted = pr->layers[i].extracted;
 		l->state = pr->layers[i].state;
+		snprintf(l->source, sizeof(l->source), "%s",
+			 pr->layers[i].source ? pr->layers[i].source : "");
 	}
 out:
 	pthread_mutex_unlock(&fs->pull_lock);
@@ -265,9 +268,9 @@ char *fs_status_text(struct fs *fs, size_t *len)
 			  (long)(time(NULL) - p->started), p->n_layers);
 		for (size_t i = 0; i < p->n_layers; i++) {
 			const struct fs_pull_layer *l = &p->layers[i];
-			sb_printf(&b, "  layer %zu %s %s %llu/%llu bytes\n", i, l->digest,
+			sb_printf(&b, "  layer %zu %s %s %llu/%llu bytes%s%s\n", i, l->digest,
 				  state_name(l->state), (unsigned long long)l->downloaded,
-				  (unsigned long long)l->size);
+				  (unsigned long long)l->size, l->source[0] ? " from " : "", l->source);
 		}
 	}
 	nf = fs->n_failures < FS_MAX_FAILURES ? fs->n_failures : FS_MAX_FAILURES;

@@ -54,7 +54,8 @@ static int layout_get_blob_mem(void *ctx, const struct imgfs_digest *d, uint64_t
 }
 
 static int layout_get_blob(void *ctx, const struct imgfs_digest *d, uint64_t offset, imgfs_sink_fn sink,
-			   void *sink_ctx, bool *restarted, struct imgfs_error *err)
+			   void *sink_ctx, bool *restarted, const char **served_by,
+			   struct imgfs_error *err)
 {
 	_cleanup_free_ char *path = layout_blob_path(ctx, d);
 	_cleanup_free_ char *buf = malloc(1 << 20);
@@ -66,6 +67,7 @@ static int layout_get_blob(void *ctx, const struct imgfs_digest *d, uint64_t off
 	if (fd < 0)
 		return imgfs_error_errno(err, errno, "open %s", path);
 	*restarted = false;
+	*served_by = "local layout";
 	for (;;) {
 		n = pread(fd, buf, 1 << 20, (off_t)offset);
 		if (n < 0 && errno == EINTR)

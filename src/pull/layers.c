@@ -111,6 +111,7 @@ static void download_one(struct layer_job *j)
 	struct imgfs_error err = {0};
 	struct imgfs_ingest *w = NULL;
 	struct dl_sink sink = {.j = j};
+	const char *served_by = NULL;
 	int fd = -1, rc;
 
 	rc = imgfs_ingest_open(p->s, &j->desc->digest, j->desc->size, &w, &err);
@@ -147,12 +148,13 @@ static void download_one(struct layer_job *j)
 
 	sink.w = w;
 	rc = p->src->get_blob(p->src->ctx, &j->desc->digest, imgfs_ingest_offset(w), dl_sink_write, &sink,
-			      &j->restarted, &err);
+			      &j->restarted, &served_by, &err);
 	if (rc == 0)
 		rc = imgfs_ingest_commit(w, j->desc->media_type, &err);
 	else
 		imgfs_ingest_abort(w);
 	pthread_mutex_lock(&p->mu);
+	j->prog.source = served_by;
 done_locked:
 	j->dl_done = true;
 	if (rc < 0)

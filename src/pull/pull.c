@@ -227,10 +227,11 @@ static int reg_get_blob_mem(void *ctx, const struct imgfs_digest *d, uint64_t si
 }
 
 static int reg_get_blob(void *ctx, const struct imgfs_digest *d, uint64_t offset, imgfs_sink_fn sink,
-			void *sink_ctx, bool *restarted, struct imgfs_error *err)
+			void *sink_ctx, bool *restarted, const char **served_by, struct imgfs_error *err)
 {
 	struct registry_src *rs = ctx;
-	return imgfs_registry_get_blob(rs->r, rs->path, d, offset, sink, sink_ctx, restarted, err);
+	return imgfs_registry_get_blob(rs->r, rs->path, d, offset, sink, sink_ctx, restarted, served_by,
+				       err);
 }
 
 int imgfs_pull(struct imgfs_store *s, const char *refstr, const struct imgfs_pull_opts *opts, json_t **record,

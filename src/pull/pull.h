@@ -32,6 +32,7 @@ struct imgfs_pull_layer_progress {
 	uint64_t downloaded; /* bytes in the store so far */
 	uint64_t extracted;  /* compressed bytes consumed by the unpacker */
 	enum imgfs_layer_state state;
+	const char *source; /* the host that served the blob, once downloaded; else NULL */
 };
 
 struct imgfs_pull_progress {

@@ -13,8 +13,9 @@ struct pull_source {
 			    struct imgfs_error *err);
 	int (*get_blob_mem)(void *ctx, const struct imgfs_digest *d, uint64_t size, struct imgfs_fetched *out,
 			    struct imgfs_error *err);
+	/* *served_by: the host that served the bytes, if the source knows (may stay NULL). */
 	int (*get_blob)(void *ctx, const struct imgfs_digest *d, uint64_t offset, imgfs_sink_fn sink,
-			void *sink_ctx, bool *restarted, struct imgfs_error *err);
+			void *sink_ctx, bool *restarted, const char **served_by, struct imgfs_error *err);
 	void *ctx;
 	int max_downloads; /* concurrent blob downloads */
 };

@@ -45,6 +45,8 @@ first=$(blob_gets_up)
 : >"$T/up.log"
 pull_ok "$(store)" "$U/lab/feat:v1" --config "$T/cfg.json"
 grep -q "from $C (mirror)" "$T/err" || fail "second pull not from the cache"
+grep -q "^layer 1/.*: done (.* from $C (mirror))$" "$T/err" ||
+	fail "the progress line does not name the mirror that served the layer: $(cat "$T/err")"
 [ "$(blob_gets_up)" = 0 ] || fail "upstream sent blobs again: $(cat "$T/up.log")"
 
 log "a mirror that lacks the image: upstream answers"
