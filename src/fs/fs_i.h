@@ -27,9 +27,11 @@
  * Backings live until the daemon exits.
  */
 struct fs_backing {
-	char *key;		 /* "blobs", "layer:<hex>", "snap:<hex>", "rootfs:<image name>" */
-	int fd;			 /* O_PATH fd of the root */
-	int lockfd;		 /* rootfs: shared flock on the upper dir's lock file, else -1 */
+	char *key;  /* "blobs", "layer:<hex>", "snap:<hex>", "rootfs:<image name>" */
+	int fd;	    /* O_PATH fd of the root */
+	int lockfd; /* rootfs: shared flock on the upper dir's lock file, else -1 */
+	int *holds; /* imgfs_store_snapshot_hold fds of the snapshots served */
+	size_t nholds;
 	struct fs_backing *next; /* fs->backing_lock */
 };
 

@@ -724,8 +724,34 @@ static int open_dir_path(const char *path)
 	return fd < 0 ? -errno : fd;
 }
 
-/* Snapshot dirs of the chain ending at chain_id, top-most first. */
-static int chain_dirs(struct fs *fs, const char *chain_id, char ***dirs, size_t *n)
+/* Hold the snapshot (gc keeps it while b lives), then find its dir. */
+static int hold_snapshot(struct fs *fs, struct fs_backing *b, const struct imgfs_digest *d,
+			 char **dir, struct imgfs_error *err)
+{
+	int *more = realloc(b->holds, (b->nholds + 1) * sizeof(*b->holds)), fd;
+
+	if (!more)
+		return imgfs_error_set(err, ENOMEM, "out of memory");
+	b->holds = more;
+	if (imgfs_store_snapshot_hold(fs->store, d, &fd, err) < 0)
+		return -1;
+	b->holds[b->nholds++] = fd;
+	return imgfs_store_snapshot_dir(fs->store, d, dir, err);
+}
+
+static void release_holds(struct fs_backing *b)
+{
+	for (size_t i = 0; i < b->nholds; i++)
+		imgfs_store_snapshot_unlock(b->holds[i]);
+	free(b->holds);
+	b->holds = NULL;
+	b->nholds = 0;
+}
+
+/* Snapshot dirs of the chain ending at chain_id, top-most first, each held
+ * for b. */
+static int chain_dirs(struct fs *fs, struct fs_backing *b, const char *chain_id, char ***dirs,
+		      size_t *n)
 {
 	struct fs_catalog *c = fs_catalog_get(fs);
 	struct imgfs_error err = {0};
@@ -745,7 +771,7 @@ static int chain_dirs(struct fs *fs, const char *chain_id, char ***dirs, size_t 
 	for (size_t i = 0; *dirs && i <= idx && rc == 0; i++) {
 		const char *cid = rec_layer(im->rec, i, "chainID");
 		if (!cid || imgfs_digest_parse(&d, cid, &err) < 0 ||
-		    imgfs_store_snapshot_dir(fs->store, &d, &(*dirs)[idx - i], &err) < 0) {
+		    hold_snapshot(fs, b, &d, &(*dirs)[idx - i], &err) < 0) {
 			imgfs_warn("fs: snapshot %s: %s", cid ? cid : "?", err.msg);
 			rc = err.code ? -err.code : -EIO;
 		}
@@ -770,7 +796,7 @@ static int make_overlay(struct fs *fs, const char *chain_top, const char *image_
 	int rc = 0;
 
 	if (chain_top)
-		rc = chain_dirs(fs, chain_top, &dirs, &n);
+		rc = chain_dirs(fs, b, chain_top, &dirs, &n);
 	if (rc == 0 && (!image_name || n == 0)) {
 		/* overlay wants two lowers without an upper dir; an empty one changes nothing */
 		if (imgfs_mkdir_p(empty, 0755, &err) < 0)
@@ -809,6 +835,8 @@ static int make_overlay(struct fs *fs, const char *chain_top, const char *image_
 		close(b->lockfd);
 		b->lockfd = -1;
 	}
+	if (rc < 0)
+		release_holds(b);
 	return rc;
 }
 
@@ -846,11 +874,14 @@ int fs_tree_make_backing(struct fs *fs, const struct fs_node *node, struct fs_ba
 		break;
 	case FS_VIEW_LAYER:
 		if (imgfs_digest_parse(&d, node->key_arg, &err) < 0 ||
-		    imgfs_store_snapshot_dir(fs->store, &d, &dir, &err) < 0) {
+		    hold_snapshot(fs, b, &d, &dir, &err) < 0) {
 			imgfs_warn("fs: layer %s: %s", node->key_arg, err.msg);
+			release_holds(b);
 			return err.code ? -err.code : -EIO;
 		}
 		rc = open_dir_path(dir);
+		if (rc < 0)
+			release_holds(b);
 		break;
 	case FS_VIEW_SNAPSHOT:
 		return make_overlay(fs, node->key_arg, NULL, b);

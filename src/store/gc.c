@@ -4,7 +4,9 @@
  * none runs meanwhile): mark what image records reference, sweep the rest.
  *
  * Roots: every image record's target, index, config and layers[].digest
- * (blobs) and layers[].chainID (snapshots, with their parents). Swept:
+ * (blobs) and layers[].chainID (snapshots, with their parents), and every
+ * snapshot a mounted imgfs holds (imgfs_store_snapshot_hold: its .use lock
+ * cannot be taken exclusively), with its parents. Swept:
  * unreferenced blob files and "blobs" records, unreferenced snapshot records
  * and directories, snapshot directories without records, tmp-* directories
  * and ingests whose lock nobody holds.
@@ -63,6 +65,8 @@ struct gc {
 	struct strset blobs;  /* referenced blob digests */
 	struct strset chains; /* referenced chainIDs (closed over parents) */
 	struct strset ids;    /* ids (as text) of kept snapshots */
+	int *held;	      /* exclusive .use locks of snapshots being removed */
+	size_t nheld;
 	void (*fn)(void *ctx, const char *what, uint64_t bytes);
 	void *ctx;
 	struct imgfs_gc_report *rep;
@@ -107,6 +111,51 @@ static void mark_image(struct gc *g, json_t *rec)
 	}
 }
 
+struct snapinfo {
+	struct strset keys;
+	json_t *map; /* chainID -> record */
+};
+
+/*
+ * A snapshot no image references may still be served by a mounted imgfs,
+ * which holds its .use lock shared. Keep those (mark_parents keeps their
+ * parents). Hold the others' locks exclusively until gc ends, so no mount
+ * starts to use a snapshot between this decision and its removal.
+ */
+static void keep_in_use(struct gc *g, struct snapinfo *si)
+{
+	size_t nroots = g->chains.n;
+
+	set_seal(&g->chains);
+	g->held = calloc(si->keys.n ? si->keys.n : 1, sizeof(*g->held));
+	if (!g->held)
+		abort(); /* as set_add */
+	for (size_t i = 0; i < si->keys.n; i++) {
+		const char *chain = si->keys.v[i];
+		const char *hex = strchr(chain, ':');
+		_cleanup_free_ char *path = NULL;
+		_cleanup_close_ int fd = -1;
+
+		if (set_has(&g->chains, chain) || !hex || strchr(hex + 1, '/'))
+			continue;
+		path = imgfs_xasprintf("%s/locks/chain-%s.use", g->s->root, hex + 1);
+		fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+		if (fd < 0)
+			continue; /* never held */
+		if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
+			unlink(path); /* a late holder re-checks the inode */
+			g->held[g->nheld++] = steal_fd(&fd);
+			continue;
+		}
+		imgfs_warn("gc: kept snapshot %s: in use by a mounted imgfs", chain);
+		g->rep->snapshots_in_use++;
+		set_add(&g->chains, chain);
+	}
+	if (g->chains.n == nroots)
+		return;
+	set_seal(&g->chains);
+}
+
 /* Walk a cursor over dbi calling fn(key, value-json). */
 static int each_record(struct imgfs_store *s, MDB_txn *txn, MDB_dbi dbi,
 		       void (*fn)(void *, const char *, json_t *), void *ctx,
@@ -139,11 +188,6 @@ static void image_cb(void *ctx, const char *key, json_t *rec)
 	else
 		imgfs_warn("gc: image record %s is corrupt; it protects nothing", key);
 }
-
-struct snapinfo {
-	struct strset keys;
-	json_t *map; /* chainID -> record */
-};
 
 static void snap_cb(void *ctx, const char *key, json_t *rec)
 {
@@ -217,6 +261,7 @@ static int gc_mark(struct gc *g, struct snapinfo *si, struct strset *blob_keys,
 	    each_record(g->s, txn, g->s->db_blobs, blob_key_cb, blob_keys, err) < 0)
 		return -1;
 	set_seal(&g->blobs);
+	keep_in_use(g, si);
 	mark_parents(g, si);
 	return 0;
 }
@@ -387,6 +432,9 @@ int imgfs_store_gc(struct imgfs_store *s, void (*fn)(void *ctx, const char *what
 		sweep_snapshot_dirs(&g, &si);
 		sweep_ingest(&g);
 	}
+	for (size_t i = 0; i < g.nheld; i++)
+		close(g.held[i]);
+	free(g.held);
 	imgfs_store_unlock(s);
 	set_free(&g.blobs);
 	set_free(&g.chains);

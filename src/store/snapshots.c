@@ -28,6 +28,20 @@ int imgfs_store_snapshot_lock(struct imgfs_store *s, const struct imgfs_digest *
 	return 0;
 }
 
+int imgfs_store_snapshot_hold(struct imgfs_store *s, const struct imgfs_digest *chain_id,
+			      int *lockfd, struct imgfs_error *err)
+{
+	_cleanup_free_ char *path =
+	    imgfs_xasprintf("%s/locks/chain-%s.use", s->root, chain_id->hex);
+	/* gc unlinks the file of a snapshot it removes: check the inode */
+	int fd = store_lock_path(path, LOCK_SH, true, err);
+
+	if (fd < 0)
+		return imgfs_error_wrap(err, "snapshot %s: hold", chain_id->str);
+	*lockfd = fd;
+	return 0;
+}
+
 void imgfs_store_snapshot_unlock(int lockfd)
 {
 	if (lockfd >= 0)

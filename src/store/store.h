@@ -176,6 +176,15 @@ void imgfs_ingest_abort(struct imgfs_ingest *w);
 int imgfs_store_snapshot_lock(struct imgfs_store *s, const struct imgfs_digest *chain_id, int *lockfd,
 			      struct imgfs_error *err);
 void imgfs_store_snapshot_unlock(int lockfd);
+/* Mark the chain's snapshot as in use (a mounted view serves from it): a
+ * shared flock on <root>/locks/chain-<hex>.use, held until lockfd is passed to
+ * imgfs_store_snapshot_unlock. gc keeps every snapshot whose .use lock it
+ * cannot take exclusively (and its parents). A file apart from the unpack
+ * lock, so a hold that lasts as long as a mount never blocks an unpack. Waits
+ * while a gc is deciding about the snapshot; take it before
+ * imgfs_store_snapshot_dir. */
+int imgfs_store_snapshot_hold(struct imgfs_store *s, const struct imgfs_digest *chain_id,
+			      int *lockfd, struct imgfs_error *err);
 /* Directory of a committed snapshot ("<root>/snapshots/<id>/fs"); ENOENT when
  * there is none. Caller frees *dir. */
 int imgfs_store_snapshot_dir(struct imgfs_store *s, const struct imgfs_digest *chain_id, char **dir,
@@ -223,9 +232,11 @@ struct imgfs_gc_report {
 	uint64_t blobs_removed, blob_bytes;
 	uint64_t snapshots_removed, snapshot_bytes;
 	uint64_t ingests_removed, tmp_removed;
+	uint64_t snapshots_in_use; /* unreferenced but kept: a mount holds them */
 };
-/* Remove blobs and snapshots no image references, abandoned ingests and tmp
- * dirs. Takes the exclusive gc lock. fn (may be NULL) is told of each item
+/* Remove blobs and snapshots no image references (snapshots a mount holds,
+ * see imgfs_store_snapshot_hold, and their parents are kept and logged),
+ * abandoned ingests and tmp dirs. Takes the exclusive gc lock. fn (may be NULL) is told of each item
  * removed ("blob sha256:…", "snapshot sha256:…"). */
 int imgfs_store_gc(struct imgfs_store *s, void (*fn)(void *ctx, const char *what, uint64_t bytes), void *ctx,
 		   struct imgfs_gc_report *rep, struct imgfs_error *err);
