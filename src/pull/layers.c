@@ -165,21 +165,28 @@ done_locked:
 	pthread_mutex_unlock(&p->mu);
 }
 
+/* The next job, in size order, that needs a download (blob) or an unpack;
+ * NULL when none is left or the pull is cancelled. cursor is guarded by mu. */
+static struct layer_job *next_job(struct pull_ctx *p, size_t *cursor, bool blob)
+{
+	struct layer_job *j = NULL;
+	pthread_mutex_lock(&p->mu);
+	while (*cursor < p->n &&
+	       !(blob ? p->jobs[p->order[*cursor]].need_blob : p->jobs[p->order[*cursor]].need_snapshot))
+		(*cursor)++;
+	if (*cursor < p->n && !p->cancel)
+		j = &p->jobs[p->order[(*cursor)++]];
+	pthread_mutex_unlock(&p->mu);
+	return j;
+}
+
 static void *download_thread(void *arg)
 {
 	struct pull_ctx *p = arg;
-	for (;;) {
-		struct layer_job *j = NULL;
-		pthread_mutex_lock(&p->mu);
-		while (p->next_dl < p->n && !p->jobs[p->order[p->next_dl]].need_blob)
-			p->next_dl++;
-		if (p->next_dl < p->n && !p->cancel)
-			j = &p->jobs[p->order[p->next_dl++]];
-		pthread_mutex_unlock(&p->mu);
-		if (!j)
-			return NULL;
+	struct layer_job *j;
+	while ((j = next_job(p, &p->next_dl, true)))
 		download_one(j);
-	}
+	return NULL;
 }
 
 /* ---- unpack --------------------------------------------------------------- */
@@ -312,18 +319,10 @@ static void unpack_one(struct layer_job *j)
 static void *unpack_thread(void *arg)
 {
 	struct pull_ctx *p = arg;
-	for (;;) {
-		struct layer_job *j = NULL;
-		pthread_mutex_lock(&p->mu);
-		while (p->next_unpack < p->n && !p->jobs[p->order[p->next_unpack]].need_snapshot)
-			p->next_unpack++;
-		if (p->next_unpack < p->n && !p->cancel)
-			j = &p->jobs[p->order[p->next_unpack++]];
-		pthread_mutex_unlock(&p->mu);
-		if (!j)
-			return NULL;
+	struct layer_job *j;
+	while ((j = next_job(p, &p->next_unpack, false)))
 		unpack_one(j);
-	}
+	return NULL;
 }
 
 /* ---- the committing thread ---------------------------------------------- */
