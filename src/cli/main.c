@@ -3,6 +3,7 @@
 #include "cli.h"
 
 #include <getopt.h>
+#include <sys/prctl.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -98,6 +99,9 @@ int main(int argc, char **argv)
 	bool explicit_config = false;
 	int c, rc;
 
+	/* Tokens and passwords live in this process: no core dumps of it, no
+	 * ptrace by others (docs/registry.md). */
+	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 	cli.store_dir = getenv("IMGFS_STORE");
 	if (!cli.store_dir || !*cli.store_dir)
 		cli.store_dir = IMGFS_DEFAULT_STORE;
