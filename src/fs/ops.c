@@ -714,6 +714,11 @@ static void fs_op_init(void *userdata, struct fuse_conn_info *conn)
 			conn->want |= want[i];
 	}
 	conn->want &= ~(unsigned)FUSE_CAP_WRITEBACK_CACHE;
+	/* O_TRUNC as a SETATTR: without OPEN the kernel would take an atomic
+	 * truncate as done (files kept their bytes; blobs opened O_TRUNC
+	 * "succeeded"); this way rootfs files are truncated and read-only ones
+	 * answer EROFS at open(2) */
+	conn->want &= ~(unsigned)FUSE_CAP_ATOMIC_O_TRUNC;
 	/* bigger write requests: fewer round trips (libfuse caps it to its buffer) */
 	conn->max_write = 1u << 20;
 	fs->no_open = conn->capable & FUSE_CAP_NO_OPEN_SUPPORT;

@@ -37,6 +37,8 @@ LOWLINK=$(cd "$R" && find bin -type l | head -n 1)
 echo hello >"$R/newfile" || fail "create in rootfs failed"
 [ "$(cat "$U/newfile")" = hello ] || fail "newfile did not land in the upper dir $U"
 printf 'abcdef' >"$R/trunc" && truncate -s 3 "$R/trunc"
+echo "a longer first line" >"$R/otrunc" && echo x >"$R/otrunc"
+[ "$(cat "$R/otrunc")" = x ] || fail "> of an existing file did not truncate it: '$(cat "$R/otrunc")'"
 [ "$(cat "$R/trunc")" = abc ] || fail "truncate: got '$(cat "$R/trunc")'"
 mkdir -p "$R/d1/d2" && mv "$R/d1" "$R/d3" || fail "mkdir/rename failed"
 [ -d "$R/d3/d2" ] && [ ! -e "$R/d1" ] || fail "rename of a directory not seen"
@@ -77,6 +79,52 @@ done
 touch "$IMG/layers/0/$LOWFILE" 2>"$T/err" && fail "touch of a layer file succeeded"
 grep -q "Read-only file system" "$T/err" || fail "touch of a layer file: $(cat "$T/err"), want EROFS"
 rm "$IMG/manifest.json" 2>"$T/err" && fail "rm manifest.json succeeded"
+# read-only files: an open that truncates fails at open(2) with EROFS; other
+# writable opens succeed (the kernel opens without asking the daemon: see
+# imgfs(5)) and their first write fails with EROFS
+BLOB=$(ls -d "$M"/blobs/sha256/* | head -n 1)
+LAYFILE=$IMG/layers/0/$(cd "$IMG/layers/0" && find . -type f | head -n 1)
+SNAPDIR=$M/snapshots/$(ls "$M/snapshots" | head -n 1)
+SNAPFILE=$SNAPDIR/$(cd "$SNAPDIR" && find . -type f | head -n 1)
+[ -f "$LAYFILE" ] && [ -f "$SNAPFILE" ] || fail "no regular file in layers/0 or snapshots/"
+for p in "$BLOB" "$IMG/manifest.json" "$LAYFILE" "$SNAPFILE"; do
+	"$PY" - "$p" <<'EOF' 2>"$T/err" || fail "writable open of $p: $(cat "$T/err")"
+import errno, os, sys
+p = sys.argv[1]
+before = open(p, "rb").read()
+for flags in (os.O_WRONLY | os.O_TRUNC, os.O_RDWR | os.O_TRUNC, os.O_WRONLY | os.O_CREAT | os.O_TRUNC):
+    try:
+        fd = os.open(p, flags)
+    except OSError as e:
+        if e.errno != errno.EROFS:
+            sys.exit("flags %#o: %s, want EROFS" % (flags, e))
+        continue
+    os.close(fd)
+    sys.exit("open with flags %#o succeeded" % flags)
+for flags in (os.O_WRONLY, os.O_RDWR, os.O_WRONLY | os.O_APPEND):
+    try:
+        fd = os.open(p, flags)
+    except OSError as e:
+        if e.errno != errno.EROFS:
+            sys.exit("flags %#o: %s, want EROFS" % (flags, e))
+        continue
+    try:
+        os.write(fd, b"x")
+        sys.exit("write after open with flags %#o succeeded" % flags)
+    except OSError as e:
+        if e.errno != errno.EROFS:
+            sys.exit("write after open with flags %#o: %s, want EROFS" % (flags, e))
+    finally:
+        os.close(fd)
+if open(p, "rb").read() != before:
+    sys.exit("content changed")
+EOF
+done
+: 2>"$T/err" >"$IMG/manifest.json" && fail ": > manifest.json succeeded"
+grep -q "Read-only file system" "$T/err" || fail ": > manifest.json: $(cat "$T/err"), want EROFS"
+truncate -s 0 "$BLOB" 2>"$T/err" && fail "truncate of a blob succeeded"
+grep -q "Read-only file system" "$T/err" || fail "truncate of a blob: $(cat "$T/err"), want EROFS"
+[ "sha256:$(sha256sum <"$BLOB" | cut -d' ' -f1)" = "sha256:$(basename "$BLOB")" ] || fail "a blob changed"
 
 # --- writes survive a remount; reset refuses while in use, then discards
 imgfs_run "$S" reset "$REF"
