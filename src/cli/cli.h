@@ -11,7 +11,6 @@ struct cli {
 	const char *store_dir;
 	const char *config_path;
 	struct imgfs_fetch_config fetch;
-	json_t *config; /* the parsed config file, or NULL */
 };
 
 /* Open the store; prints the error and returns NULL on failure. */
