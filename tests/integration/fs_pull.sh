@@ -17,6 +17,15 @@ build_fixtures features many
 push_layout "$T/fixtures/features" v1 lab/features
 push_layout "$T/fixtures/many" v1 lab/many
 push_layout "$T/fixtures/many" v1 lab/many2:v1
+# Pulls go through a fault proxy that can hold blob GETs back, so a pull is
+# certainly still running while a case needs it to be.
+. "$IMGFS_SRC/tests/integration/registry_lib.bash"
+start_proxy slow "$REGISTRY"
+SLOW=$PROXY_slow
+# hold_first_blob SECONDS: delay the next blob GET through the proxy.
+hold_first_blob() {
+	rules slow '[{"match": "/blobs/sha256:", "method": "GET", "times": 1, "action": "delay", "seconds": '"$1"'}]'
+}
 
 # --- daemon mode: `imgfs mount` returns once mounted; umount ends the daemon
 S=$T/store M=$T/mnt
@@ -29,12 +38,15 @@ DPID=$(pgrep -f -x "$IMGFS --store $S mount $M" | head -n 1)
 on_exit kill "$DPID"
 
 # --- 16 concurrent first lookups: one pull
-REF=$REGISTRY/lab/features:v1
+REF=$SLOW/lab/features:v1
+hold_first_blob 2
 pids=()
 for i in $(seq 16); do
 	ls "$M/pull/$REF/rootfs" >"$T/ls.$i" 2>&1 &
 	pids+=($!)
 done
+# all 16 are waiting on one pull (held 2 s at its first blob)
+grep -c "^pull " "$M/.imgfs/status" | grep -qx 1 || fail "not exactly one pull running: $(cat "$M/.imgfs/status")"
 for i in "${!pids[@]}"; do
 	wait "${pids[i]}" || fail "concurrent lookup $i failed: $(cat "$T/ls.$((i + 1))")"
 done
@@ -42,7 +54,7 @@ grep -qx bin "$T/ls.16" || fail "lookup 16 listed: $(cat "$T/ls.16")"
 mapfile -t LAYERS < <("$PY" -c 'import json,sys
 m = json.load(open(sys.argv[1]))
 print(m["config"]["digest"])
-for l in m["layers"]: print(l["digest"])' "$M/$REGISTRY/lab/features/v1/manifest.json")
+for l in m["layers"]: print(l["digest"])' "$M/$SLOW/lab/features/v1/manifest.json")
 [ "${#LAYERS[@]}" -ge 3 ] || fail "manifest has ${#LAYERS[@]} blobs"
 for d in "${LAYERS[@]}"; do
 	n=$(blob_gets "$d")
@@ -50,14 +62,14 @@ for d in "${LAYERS[@]}"; do
 done
 # a second lookup of the same ref, by another spelling, fetches nothing
 before=$(blob_gets)
-ls "$M/pull/$REGISTRY/lab/features:v1/digest" >/dev/null || fail "second lookup failed"
+ls "$M/pull/$SLOW/lab/features:v1/digest" >/dev/null || fail "second lookup failed"
 [ "$(blob_gets)" = "$before" ] || fail "a lookup of a stored image fetched blobs"
 # readdir never pulls
 ls -R "$M/pull" >/dev/null
 [ "$(ls -A "$M/pull")" = "" ] || fail "ls pull/ lists: $(ls -A "$M/pull")"
 
 # --- failures: errno and reason
-ls "$M/pull/$REGISTRY/lab/features:nope" 2>"$T/err" && fail "lookup of an unknown tag succeeded"
+ls "$M/pull/$SLOW/lab/features:nope" 2>"$T/err" && fail "lookup of an unknown tag succeeded"
 grep -q "No such file or directory" "$T/err" || fail "unknown tag: $(cat "$T/err"), want ENOENT"
 grep -q "lab/features:nope" "$M/.imgfs/status" || fail "status lacks the failed ref: $(cat "$M/.imgfs/status")"
 grep "lab/features:nope" "$M/.imgfs/status" | grep -qi "not found\|unknown\|manifest" ||
@@ -66,19 +78,24 @@ ls "$M/pull/127.0.0.1:1/lab/x:v1" 2>"$T/err" && fail "lookup at a closed port su
 grep -q "No such file" "$T/err" && fail "a network failure answered ENOENT: $(cat "$T/err")"
 grep -q "127.0.0.1:1/lab/x:v1" "$M/.imgfs/status" || fail "status lacks the network failure"
 # a partial reference is a directory to walk, without any network
-[ -d "$M/pull/$REGISTRY/lab" ] || fail "pull/<host>/lab is not a directory"
+[ -d "$M/pull/$SLOW/lab" ] || fail "pull/<host>/lab is not a directory"
 
 # --- an interrupted lookup returns; the pull goes on in the background
-timeout -s INT 0.3 ls "$M/pull/$REGISTRY/lab/many:v1" >/dev/null 2>&1 || true
-for ((i = 0; i < 300; i++)); do [ -d "$M/$REGISTRY/lab/many/v1" ] && break; sleep 0.1; done
-[ -d "$M/$REGISTRY/lab/many/v1/rootfs" ] || fail "the interrupted pull did not finish: $(cat "$M/.imgfs/status")"
+hold_first_blob 4
+t0=$(date +%s%N)
+timeout -s INT 0.3 ls "$M/pull/$SLOW/lab/many:v1" >/dev/null 2>&1 || true
+ms=$((($(date +%s%N) - t0) / 1000000))
+[ "$ms" -lt 2500 ] || fail "an interrupted lookup took $ms ms to return (the pull is held 4 s)"
+grep -q "^pull .*lab/many:v1" "$M/.imgfs/status" || fail "no pull in progress after the interrupt: $(cat "$M/.imgfs/status")"
+for ((i = 0; i < 300; i++)); do [ -d "$M/$SLOW/lab/many/v1" ] && break; sleep 0.1; done
+[ -d "$M/$SLOW/lab/many/v1/rootfs" ] || fail "the interrupted pull did not finish: $(cat "$M/.imgfs/status")"
 
 # --- a second mount of the same store
 M2=$T/mnt2
 imgfs_mount "$S" "$M2"
-[ "$(cat "$M2/$REGISTRY/lab/features/v1/digest")" = "$(cat "$M/$REGISTRY/lab/features/v1/digest")" ] ||
+[ "$(cat "$M2/$SLOW/lab/features/v1/digest")" = "$(cat "$M/$SLOW/lab/features/v1/digest")" ] ||
 	fail "the second mount does not show the image"
-ls "$M2/$REGISTRY/lab/features/v1/rootfs/bin" >/dev/null || fail "rootfs through the second mount"
+ls "$M2/$SLOW/lab/features/v1/rootfs/bin" >/dev/null || fail "rootfs through the second mount"
 imgfs_unmount "$M2" "$MOUNT_PID" || fail "second daemon did not exit"
 
 # --- the mount helper, run as mount(8) runs it for `mount -t fuse.imgfs` and fstab
@@ -89,13 +106,13 @@ IMGFS=$IMGFS sh "$IMGFS_SRC/mount-helper/mount.fuse.imgfs" imgfs "$M4" -o "rw,st
 on_exit umount -l "$M4"
 P4=$(pgrep -f -x "$IMGFS mount -o rw,store=$S,nosuid,nodev $M4" | head -n 1)
 [ -n "$P4" ] || fail "no daemon started by the mount helper"
-[ -d "$M4/$REGISTRY/lab/features/v1/rootfs/bin" ] || fail "the helper's mount does not show the image"
+[ -d "$M4/$SLOW/lab/features/v1/rootfs/bin" ] || fail "the helper's mount does not show the image"
 umount "$M4" || fail "umount $M4 failed"
 for ((i = 0; i < 100; i++)); do kill -0 "$P4" 2>/dev/null || break; sleep 0.05; done
 kill -0 "$P4" 2>/dev/null && fail "helper-started daemon still running after umount"
 
 # --- idle unmount ends the daemon, leaves nothing mounted
-ls "$M/$REGISTRY/lab/features/v1/rootfs/bin" "$M/snapshots/"* >/dev/null # overlay mounts in use
+ls "$M/$SLOW/lab/features/v1/rootfs/bin" "$M/snapshots/"* >/dev/null # overlay mounts in use
 umount "$M" || fail "umount $M failed"
 for ((i = 0; i < 100; i++)); do kill -0 "$DPID" 2>/dev/null || break; sleep 0.05; done
 kill -0 "$DPID" 2>/dev/null && fail "daemon $DPID still running after umount"
@@ -105,10 +122,11 @@ no_store_mounts "$S"
 # --- SIGTERM during a pull: the daemon exits, the lookup fails, nothing remains
 S3=$T/store3 M3=$T/mnt3
 imgfs_mount "$S3" "$M3"
-ls "$M3/pull/$REGISTRY/lab/many2:v1" >/dev/null 2>&1 &
+hold_first_blob 10
+ls "$M3/pull/$SLOW/lab/many2:v1" >/dev/null 2>&1 &
 LSPID=$!
 for ((i = 0; i < 200; i++)); do grep -q "^pull " "$M3/.imgfs/status" 2>/dev/null && break; sleep 0.02; done
-grep -q "^pull " "$M3/.imgfs/status" || log "note: the pull ended before SIGTERM could interrupt it"
+grep -q "^pull " "$M3/.imgfs/status" || fail "no pull in progress to interrupt: $(cat "$M3/.imgfs/status")"
 kill -TERM "$MOUNT_PID"
 for ((i = 0; i < 200; i++)); do kill -0 "$MOUNT_PID" 2>/dev/null || break; sleep 0.05; done
 kill -0 "$MOUNT_PID" 2>/dev/null && fail "daemon still running 10 s after SIGTERM during a pull"
