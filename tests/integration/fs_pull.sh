@@ -46,7 +46,9 @@ for i in $(seq 16); do
 	pids+=($!)
 done
 # all 16 are waiting on one pull (held 2 s at its first blob)
-grep -c "^pull " "$M/.imgfs/status" | grep -qx 1 || fail "not exactly one pull running: $(cat "$M/.imgfs/status")"
+for ((i = 0; i < 40; i++)); do grep -q "^pull " "$M/.imgfs/status" && break; sleep 0.025; done
+[ "$(grep -c "^pull " "$M/.imgfs/status")" = 1 ] ||
+	fail "not exactly one pull running: $(cat "$M/.imgfs/status")"
 for i in "${!pids[@]}"; do
 	wait "${pids[i]}" || fail "concurrent lookup $i failed: $(cat "$T/ls.$((i + 1))")"
 done
