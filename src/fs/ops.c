@@ -714,6 +714,11 @@ static void fs_op_init(void *userdata, struct fuse_conn_info *conn)
 			conn->want |= want[i];
 	}
 	conn->want &= ~(unsigned)FUSE_CAP_WRITEBACK_CACHE;
+	/* READDIRPLUS for every chunk of a listing, not only the first: in auto
+	 * mode the kernel asks for the rest of a big directory with READDIR and
+	 * then sends a LOOKUP per entry when they are stat'ed (971 LOOKUPs in a
+	 * cold walk of the bench image) */
+	conn->want &= ~(unsigned)FUSE_CAP_READDIRPLUS_AUTO;
 	/* O_TRUNC as a SETATTR: without OPEN the kernel would take an atomic
 	 * truncate as done (files kept their bytes; blobs opened O_TRUNC
 	 * "succeeded"); this way rootfs files are truncated and read-only ones
