@@ -57,7 +57,8 @@ struct fs_inode {
 	struct fs_inode *hnext; /* fs->inode_lock */
 	/* FS_PASS (immutable after creation) */
 	struct fs_view *view;
-	int fd; /* O_PATH|O_NOFOLLOW */
+	int fd;	 /* O_PATH|O_NOFOLLOW */
+	int rfd; /* O_RDONLY for READs, opened at the first and kept (atomic), or -1 */
 	dev_t dev;
 	ino_t ino;
 	mode_t type; /* S_IFMT bits */

@@ -50,6 +50,7 @@ int fs_inodes_init(struct fs *fs)
 	fs->root_inode.path = imgfs_xstrdup("/");
 	fs->root_inode.vino = 1;
 	fs->root_inode.fd = -1;
+	fs->root_inode.rfd = -1;
 	fs->root_inode.nlookup = 1;
 	return 0;
 }
@@ -131,6 +132,7 @@ int fs_inode_pass(struct fs *fs, struct fs_view *view, int fd, struct stat *st,
 	fresh->kind = FS_PASS;
 	fresh->view = view;
 	fresh->fd = fd;
+	fresh->rfd = -1;
 	fresh->dev = st->st_dev;
 	fresh->ino = st->st_ino;
 	fresh->type = st->st_mode & S_IFMT;
@@ -169,6 +171,7 @@ struct fs_inode *fs_inode_virt(struct fs *fs, const char *path)
 		in->kind = FS_VIRT;
 		in->vino = h;
 		in->fd = -1;
+		in->rfd = -1;
 		table_insert(fs, in);
 	}
 	in->nlookup++;
@@ -198,6 +201,8 @@ void fs_inode_forget(struct fs *fs, struct fs_inode *in, uint64_t n)
 	pthread_mutex_unlock(&fs->inode_lock);
 	if (in->fd >= 0)
 		close(in->fd);
+	if (in->rfd >= 0)
+		close(in->rfd);
 	free(in->path);
 	free(in);
 }

@@ -351,6 +351,30 @@ static void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		close(fd); /* interrupted: no release will come */
 }
 
+/* The inode's O_RDONLY fd for READs without an open (no-open support): opened
+ * through /proc/self/fd at the first READ and kept until the forget, so a READ
+ * costs no open and close of the file and its overlay backing file, and the
+ * backing file's read-ahead state lives across READs; -errno on failure. An
+ * overlay fd opened before a copy-up reads the copied-up file, so rootfs files
+ * written later read right. */
+static int fs_inode_read_fd(struct fs_inode *in)
+{
+	int fd = __atomic_load_n(&in->rfd, __ATOMIC_ACQUIRE), mine, expect = -1;
+	char path[64];
+
+	if (fd >= 0)
+		return fd;
+	fs_proc_path(in, path, sizeof(path));
+	mine = open(path, O_RDONLY | O_CLOEXEC);
+	if (mine < 0)
+		return -errno;
+	if (__atomic_compare_exchange_n(&in->rfd, &expect, mine, false, __ATOMIC_ACQ_REL,
+					__ATOMIC_ACQUIRE))
+		return mine;
+	close(mine); /* another READ got there first */
+	return expect;
+}
+
 static void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		       struct fuse_file_info *fi)
 {
@@ -384,19 +408,14 @@ static void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		free(tmp.buf);
 		return;
 	}
-	_cleanup_close_ int fd = -1;
-	if (!fi->fh) {
-		char path[64];
-		fs_proc_path(in, path, sizeof(path));
-		fd = open(path, O_RDONLY | O_CLOEXEC);
-		if (fd < 0) {
-			fuse_reply_err(req, errno);
-			return;
-		}
+	int fd = fi->fh ? (int)fi->fh : fs_inode_read_fd(in);
+	if (fd < 0) {
+		fuse_reply_err(req, -fd);
+		return;
 	}
 	struct fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
 	buf.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
-	buf.buf[0].fd = fi->fh ? (int)fi->fh : fd;
+	buf.buf[0].fd = fd;
 	buf.buf[0].pos = off;
 	fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
 }
