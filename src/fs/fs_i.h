@@ -100,6 +100,9 @@ struct fs {
 	struct imgfs_store *store;
 	const char *root; /* the store's root */
 	const struct imgfs_fetch_config *fetch;
+	unsigned long rfds;    /* atomic: read fds cached in inodes (fs_inode.rfd) */
+	unsigned long rfd_max; /* set at init: a quarter of the open-file limit, so cached
+				* read fds never starve lookups of fds for their O_PATH fds */
 	bool read_only;
 	bool debug;
 	/* the kernel can do without OPEN/OPENDIR (FUSE_CAP_NO_OPEN*_SUPPORT): we

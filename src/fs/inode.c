@@ -201,8 +201,10 @@ void fs_inode_forget(struct fs *fs, struct fs_inode *in, uint64_t n)
 	pthread_mutex_unlock(&fs->inode_lock);
 	if (in->fd >= 0)
 		close(in->fd);
-	if (in->rfd >= 0)
+	if (in->rfd >= 0) {
 		close(in->rfd);
+		__atomic_sub_fetch(&fs->rfds, 1, __ATOMIC_RELAXED);
+	}
 	free(in->path);
 	free(in);
 }

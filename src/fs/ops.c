@@ -357,20 +357,28 @@ static void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
  * backing file's read-ahead state lives across READs; -errno on failure. An
  * overlay fd opened before a copy-up reads the copied-up file, so rootfs files
  * written later read right. */
-static int fs_inode_read_fd(struct fs_inode *in)
+static int fs_inode_read_fd(struct fs *fs, struct fs_inode *in, bool *temporary)
 {
 	int fd = __atomic_load_n(&in->rfd, __ATOMIC_ACQUIRE), mine, expect = -1;
 	char path[64];
 
+	*temporary = false;
 	if (fd >= 0)
 		return fd;
 	fs_proc_path(in, path, sizeof(path));
 	mine = open(path, O_RDONLY | O_CLOEXEC);
 	if (mine < 0)
 		return -errno;
+	if (__atomic_add_fetch(&fs->rfds, 1, __ATOMIC_RELAXED) > fs->rfd_max) {
+		/* as many cached as the fd budget allows: this one is for this READ */
+		__atomic_sub_fetch(&fs->rfds, 1, __ATOMIC_RELAXED);
+		*temporary = true;
+		return mine;
+	}
 	if (__atomic_compare_exchange_n(&in->rfd, &expect, mine, false, __ATOMIC_ACQ_REL,
 					__ATOMIC_ACQUIRE))
 		return mine;
+	__atomic_sub_fetch(&fs->rfds, 1, __ATOMIC_RELAXED);
 	close(mine); /* another READ got there first */
 	return expect;
 }
@@ -408,7 +416,8 @@ static void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		free(tmp.buf);
 		return;
 	}
-	int fd = fi->fh ? (int)fi->fh : fs_inode_read_fd(in);
+	bool temporary = false;
+	int fd = fi->fh ? (int)fi->fh : fs_inode_read_fd(fs, in, &temporary);
 	if (fd < 0) {
 		fuse_reply_err(req, -fd);
 		return;
@@ -418,6 +427,8 @@ static void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	buf.buf[0].fd = fd;
 	buf.buf[0].pos = off;
 	fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
+	if (temporary)
+		close(fd);
 }
 
 static void fs_op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
