@@ -18,7 +18,7 @@ static const char *jstr(json_t *o, const char *key)
 static int simple_opts(int argc, char **argv, bool *json, const char *usage)
 {
 	static const struct option opts[] = {
-		{"json", no_argument, NULL, 'j'}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+	    {"json", no_argument, NULL, 'j'}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
 	int c;
 	optind = 0;
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -61,9 +61,10 @@ int cmd_images(struct cli *cli, int argc, char **argv)
 	bool as_json = false;
 	json_t *all = json_array(), *rec;
 	size_t i;
-	int first = simple_opts(argc, argv, &as_json,
-				"Usage: imgfs images [--json]\n\nList the images in the store: name, "
-				"manifest digest, size of its blobs, and when it was created.\n");
+	int first =
+	    simple_opts(argc, argv, &as_json,
+			"Usage: imgfs images [--json]\n\nList the images in the store: name, "
+			"manifest digest, size of its blobs, and when it was created.\n");
 	if (first < 0)
 		return first == -1 ? 0 : EXIT_USAGE;
 	if (first != argc)
@@ -84,7 +85,8 @@ int cmd_images(struct cli *cli, int argc, char **argv)
 		return 0;
 	}
 	printf("%-50s %-19s %10s  %s\n", "NAME", "DIGEST", "SIZE", "CREATED");
-	json_array_foreach(all, i, rec) {
+	json_array_foreach(all, i, rec)
+	{
 		char size[32], created[32];
 		const char *d = jstr(json_object_get(rec, "target"), "digest");
 		snprintf(created, sizeof(created), "%.19s", jstr(rec, "created"));
@@ -92,8 +94,8 @@ int cmd_images(struct cli *cli, int argc, char **argv)
 			if (*p == 'T')
 				*p = ' ';
 		printf("%-50s %-19.19s %10s  %s\n", jstr(rec, "name"), d,
-		       imgfs_human_size((uint64_t)json_integer_value(json_object_get(rec, "size")), size,
-					sizeof(size)),
+		       imgfs_human_size((uint64_t)json_integer_value(json_object_get(rec, "size")),
+					size, sizeof(size)),
 		       *created ? created : "-");
 	}
 	json_decref(all);
@@ -105,10 +107,14 @@ int cmd_images(struct cli *cli, int argc, char **argv)
 /* The user-facing parts of the image config ("config" object of it). */
 static json_t *config_summary(struct imgfs_store *s, json_t *rec)
 {
-	static const char *keys[][2] = {{"Env", "env"},		    {"Entrypoint", "entrypoint"},
-					{"Cmd", "cmd"},		    {"WorkingDir", "workingDir"},
-					{"User", "user"},	    {"Labels", "labels"},
-					{"ExposedPorts", "exposedPorts"}, {"StopSignal", "stopSignal"}};
+	static const char *keys[][2] = {{"Env", "env"},
+					{"Entrypoint", "entrypoint"},
+					{"Cmd", "cmd"},
+					{"WorkingDir", "workingDir"},
+					{"User", "user"},
+					{"Labels", "labels"},
+					{"ExposedPorts", "exposedPorts"},
+					{"StopSignal", "stopSignal"}};
 	struct imgfs_error err = {0};
 	struct imgfs_digest d;
 	_cleanup_free_ char *buf = NULL;
@@ -144,7 +150,8 @@ static void print_inspect_text(json_t *o)
 	printf("Platform:  %s\n", jstr(o, "platform"));
 	printf("Created:   %s\n", jstr(o, "created"));
 	printf("Size:      %s\n",
-	       imgfs_human_size((uint64_t)json_integer_value(json_object_get(o, "size")), sz, sizeof(sz)));
+	       imgfs_human_size((uint64_t)json_integer_value(json_object_get(o, "size")), sz,
+				sizeof(sz)));
 	printf("Config:    %s\n", jstr(json_object_get(o, "config"), "digest"));
 	v = json_object_get(json_object_get(o, "config"), "cmd");
 	if (v) {
@@ -156,8 +163,8 @@ static void print_inspect_text(json_t *o)
 	json_array_foreach(json_object_get(o, "layers"), i, l)
 	{
 		printf("  %2zu %s %10s  %s\n", i, jstr(l, "digest"),
-		       imgfs_human_size((uint64_t)json_integer_value(json_object_get(l, "size")), sz,
-					sizeof(sz)),
+		       imgfs_human_size((uint64_t)json_integer_value(json_object_get(l, "size")),
+					sz, sizeof(sz)),
 		       jstr(l, "mediaType"));
 	}
 }
@@ -170,9 +177,10 @@ int cmd_inspect(struct cli *cli, int argc, char **argv)
 	_cleanup_free_ char *name = NULL;
 	json_t *rec = NULL, *out, *l, *cfg;
 	size_t i;
-	int first = simple_opts(argc, argv, &as_json,
-				"Usage: imgfs inspect [--json] REF\n\nShow an image's manifest, config and "
-				"layers (with their diffIDs, chainIDs and snapshot directories in --json).\n");
+	int first = simple_opts(
+	    argc, argv, &as_json,
+	    "Usage: imgfs inspect [--json] REF\n\nShow an image's manifest, config and "
+	    "layers (with their diffIDs, chainIDs and snapshot directories in --json).\n");
 	if (first < 0)
 		return first == -1 ? 0 : EXIT_USAGE;
 	if (first != argc - 1)
@@ -241,9 +249,10 @@ int cmd_rm(struct cli *cli, int argc, char **argv)
 	struct imgfs_error err = {0};
 	struct imgfs_store *s;
 	int rc = 0;
-	int first = simple_opts(argc, argv, NULL,
-				"Usage: imgfs rm REF...\n\nRemove images from the store, then remove the "
-				"blobs and snapshots no other image uses.\n");
+	int first =
+	    simple_opts(argc, argv, NULL,
+			"Usage: imgfs rm REF...\n\nRemove images from the store, then remove the "
+			"blobs and snapshots no other image uses.\n");
 	if (first < 0)
 		return first == -1 ? 0 : EXIT_USAGE;
 	if (first >= argc)
@@ -271,9 +280,10 @@ int cmd_gc(struct cli *cli, int argc, char **argv)
 {
 	struct imgfs_store *s;
 	int rc;
-	int first = simple_opts(argc, argv, NULL,
-				"Usage: imgfs gc\n\nRemove blobs and snapshots no image references, and "
-				"abandoned partial downloads. Prints what it freed.\n");
+	int first =
+	    simple_opts(argc, argv, NULL,
+			"Usage: imgfs gc\n\nRemove blobs and snapshots no image references, and "
+			"abandoned partial downloads. Prints what it freed.\n");
 	if (first < 0)
 		return first == -1 ? 0 : EXIT_USAGE;
 	if (first != argc)

@@ -7,14 +7,14 @@
 #include <string.h>
 
 static const char *state_names[] = {
-	[IMGFS_LAYER_WAITING] = "waiting",	[IMGFS_LAYER_DOWNLOADING] = "downloading",
-	[IMGFS_LAYER_EXTRACTING] = "extracting", [IMGFS_LAYER_DONE] = "done",
-	[IMGFS_LAYER_EXISTS] = "already present", [IMGFS_LAYER_FAILED] = "failed",
+    [IMGFS_LAYER_WAITING] = "waiting",	      [IMGFS_LAYER_DOWNLOADING] = "downloading",
+    [IMGFS_LAYER_EXTRACTING] = "extracting",  [IMGFS_LAYER_DONE] = "done",
+    [IMGFS_LAYER_EXISTS] = "already present", [IMGFS_LAYER_FAILED] = "failed",
 };
 
 struct progress_view {
 	bool tty;
-	size_t drawn;             /* lines drawn last time (tty) */
+	size_t drawn;		      /* lines drawn last time (tty) */
 	enum imgfs_layer_state *last; /* per layer (plain output) */
 	size_t n;
 };
@@ -38,18 +38,22 @@ static void show_progress(void *ctx, const struct imgfs_pull_progress *p)
 		v->last = calloc(p->n_layers + 1, sizeof(*v->last));
 		v->n = p->n_layers;
 		for (size_t i = 0; v->last && i < v->n; i++)
-			v->last[i] = (enum imgfs_layer_state)-1;
+			v->last[i] = (enum imgfs_layer_state) - 1;
 	}
 	if (v->tty) {
 		if (v->drawn)
 			fprintf(stderr, "\033[%zuA", v->drawn);
 		for (size_t i = 0; i < p->n_layers; i++) {
 			const struct imgfs_pull_layer_progress *l = &p->layers[i];
-			bool active = l->state == IMGFS_LAYER_DOWNLOADING || l->state == IMGFS_LAYER_EXTRACTING;
-			bar(line, 30, l->state == IMGFS_LAYER_DOWNLOADING ? l->downloaded : l->extracted, l->size);
+			bool active = l->state == IMGFS_LAYER_DOWNLOADING ||
+				      l->state == IMGFS_LAYER_EXTRACTING;
+			bar(line, 30,
+			    l->state == IMGFS_LAYER_DOWNLOADING ? l->downloaded : l->extracted,
+			    l->size);
 			fprintf(stderr, "\033[2K%.19s  %-15s", l->digest, state_names[l->state]);
 			if (active)
-				fprintf(stderr, " [%s] %s/%s", line, imgfs_human_size(l->downloaded, a, sizeof(a)),
+				fprintf(stderr, " [%s] %s/%s", line,
+					imgfs_human_size(l->downloaded, a, sizeof(a)),
 					imgfs_human_size(l->size, b, sizeof(b)));
 			else
 				fprintf(stderr, " %s", imgfs_human_size(l->size, a, sizeof(a)));
@@ -92,7 +96,8 @@ int cmd_pull(struct cli *cli, int argc, char **argv)
 					     {"help", no_argument, NULL, 'h'},
 					     {NULL, 0, NULL, 0}};
 	struct progress_view view = {.tty = isatty(2)};
-	struct imgfs_pull_opts po = {.fetch = &cli->fetch, .progress = show_progress, .progress_ctx = &view};
+	struct imgfs_pull_opts po = {
+	    .fetch = &cli->fetch, .progress = show_progress, .progress_ctx = &view};
 	struct imgfs_error err = {0};
 	struct imgfs_store *s;
 	json_t *rec = NULL;
@@ -131,7 +136,8 @@ int cmd_pull(struct cli *cli, int argc, char **argv)
 
 static void imported(void *ctx, const char *name, json_t *rec)
 {
-	printf("%s %s\n", name, json_string_value(json_object_get(json_object_get(rec, "target"), "digest")));
+	printf("%s %s\n", name,
+	       json_string_value(json_object_get(json_object_get(rec, "target"), "digest")));
 }
 
 int cmd_import(struct cli *cli, int argc, char **argv)
@@ -158,8 +164,10 @@ int cmd_import(struct cli *cli, int argc, char **argv)
 		case 'h':
 			fputs("Usage: imgfs import [--name REPO] [--platform P] DIR\n"
 			      "\n"
-			      "Import the images of an OCI image layout (as `skopeo copy ... oci:DIR`\n"
-			      "writes), named by their org.opencontainers.image.ref.name annotations;\n"
+			      "Import the images of an OCI image layout (as `skopeo copy ... "
+			      "oci:DIR`\n"
+			      "writes), named by their org.opencontainers.image.ref.name "
+			      "annotations;\n"
 			      "entries named only by a tag get the repository REPO.\n",
 			      stdout);
 			return 0;

@@ -8,38 +8,37 @@
 #include <string.h>
 
 static const char usage_text[] =
-	"Usage: imgfs [--store DIR] [--config FILE] [-v] COMMAND [ARGS]\n"
-	"\n"
-	"Container images as a browsable tree, with a content store underneath.\n"
-	"\n"
-	"Commands:\n"
-	"  pull [--platform P] REF   fetch, verify and unpack an image from a registry\n"
-	"  import [--name REPO] DIR  import the images of an OCI image layout\n"
-	"  images [--json]           list images in the store\n"
-	"  inspect [--json] REF      show an image's manifest, config and layers\n"
-	"  rm REF...                 remove images (then collect garbage)\n"
-	"  gc                        remove blobs and snapshots no image references\n"
-	"  mount [-f] [-o OPTS] DIR  mount the images as a tree at DIR (imgfs(5))\n"
-	"  reset REF                 discard the writes made in an image's rootfs/\n"
-	"  login [-u USER] HOST      store credentials for HOST (password read from stdin)\n"
-	"  logout HOST               remove HOST's credentials\n"
-	"\n"
-	"Options:\n"
-	"  --store DIR     the store (default $IMGFS_STORE, else " IMGFS_DEFAULT_STORE ")\n"
-	"  --config FILE   registry configuration (default /etc/imgfs/config.json)\n"
-	"  -v, --verbose   debug logging\n"
-	"  --version       print the version\n"
-	"\n"
-	"Exit status: 0 ok, 1 failed, 2 usage error. See imgfs(1).\n";
+    "Usage: imgfs [--store DIR] [--config FILE] [-v] COMMAND [ARGS]\n"
+    "\n"
+    "Container images as a browsable tree, with a content store underneath.\n"
+    "\n"
+    "Commands:\n"
+    "  pull [--platform P] REF   fetch, verify and unpack an image from a registry\n"
+    "  import [--name REPO] DIR  import the images of an OCI image layout\n"
+    "  images [--json]           list images in the store\n"
+    "  inspect [--json] REF      show an image's manifest, config and layers\n"
+    "  rm REF...                 remove images (then collect garbage)\n"
+    "  gc                        remove blobs and snapshots no image references\n"
+    "  mount [-f] [-o OPTS] DIR  mount the images as a tree at DIR (imgfs(5))\n"
+    "  reset REF                 discard the writes made in an image's rootfs/\n"
+    "  login [-u USER] HOST      store credentials for HOST (password read from stdin)\n"
+    "  logout HOST               remove HOST's credentials\n"
+    "\n"
+    "Options:\n"
+    "  --store DIR     the store (default $IMGFS_STORE, else " IMGFS_DEFAULT_STORE ")\n"
+    "  --config FILE   registry configuration (default /etc/imgfs/config.json)\n"
+    "  -v, --verbose   debug logging\n"
+    "  --version       print the version\n"
+    "\n"
+    "Exit status: 0 ok, 1 failed, 2 usage error. See imgfs(1).\n";
 
 static const struct {
 	const char *name;
 	int (*fn)(struct cli *, int, char **);
 } commands[] = {
-	{"pull", cmd_pull},   {"import", cmd_import}, {"images", cmd_images},
-	{"inspect", cmd_inspect}, {"rm", cmd_rm},     {"gc", cmd_gc},
-	{"mount", cmd_mount},	  {"reset", cmd_reset},   {"login", cmd_login},
-	{"logout", cmd_logout},
+    {"pull", cmd_pull},	  {"import", cmd_import}, {"images", cmd_images}, {"inspect", cmd_inspect},
+    {"rm", cmd_rm},	  {"gc", cmd_gc},	  {"mount", cmd_mount},	  {"reset", cmd_reset},
+    {"login", cmd_login}, {"logout", cmd_logout},
 };
 
 bool cli_is_help(const char *arg)
@@ -91,9 +90,9 @@ static int load_config(struct cli *cli, bool explicit)
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{"store", required_argument, NULL, 's'}, {"config", required_argument, NULL, 'c'},
-		{"verbose", no_argument, NULL, 'v'},     {"help", no_argument, NULL, 'h'},
-		{"version", no_argument, NULL, 'V'},     {NULL, 0, NULL, 0},
+	    {"store", required_argument, NULL, 's'}, {"config", required_argument, NULL, 'c'},
+	    {"verbose", no_argument, NULL, 'v'},     {"help", no_argument, NULL, 'h'},
+	    {"version", no_argument, NULL, 'V'},     {NULL, 0, NULL, 0},
 	};
 	struct cli cli = {0};
 	bool explicit_config = false;

@@ -270,7 +270,8 @@ char *fs_status_text(struct fs *fs, size_t *len)
 			const struct fs_pull_layer *l = &p->layers[i];
 			sb_printf(&b, "  layer %zu %s %s %llu/%llu bytes%s%s\n", i, l->digest,
 				  state_name(l->state), (unsigned long long)l->downloaded,
-				  (unsigned long long)l->size, l->source[0] ? " from " : "", l->source);
+				  (unsigned long long)l->size, l->source[0] ? " from " : "",
+				  l->source);
 		}
 	}
 	nf = fs->n_failures < FS_MAX_FAILURES ? fs->n_failures : FS_MAX_FAILURES;

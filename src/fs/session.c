@@ -118,7 +118,8 @@ static int fs_init(struct fs *fs, const struct imgfs_fs_opts *opts, struct imgfs
 	raise_nofile();
 	{
 		struct rlimit rl;
-		fs->rfd_max = getrlimit(RLIMIT_NOFILE, &rl) == 0 ? (unsigned long)rl.rlim_cur / 4 : 256;
+		fs->rfd_max =
+		    getrlimit(RLIMIT_NOFILE, &rl) == 0 ? (unsigned long)rl.rlim_cur / 4 : 256;
 	}
 	if (imgfs_store_open(opts->store_dir, &fs->store, err) < 0)
 		return -1;

@@ -26,7 +26,8 @@ static int read_verified(const struct layout_src *ls, const struct imgfs_digest 
 	imgfs_digest_buf(d->alg, out->data, out->len, &out->digest);
 	if (!imgfs_digest_equal(&out->digest, d)) {
 		imgfs_fetched_destroy(out);
-		return imgfs_error_set(err, EIO, "%s: digest mismatch: content is %s", path, out->digest.str);
+		return imgfs_error_set(err, EIO, "%s: digest mismatch: content is %s", path,
+				       out->digest.str);
 	}
 	return 0;
 }
@@ -40,22 +41,22 @@ static int layout_get_manifest(void *ctx, const char *reference, struct imgfs_fe
 	return read_verified(ctx, &d, IMGFS_MAX_MANIFEST_SIZE, out, err);
 }
 
-static int layout_get_blob_mem(void *ctx, const struct imgfs_digest *d, uint64_t size, struct imgfs_fetched *out,
-			       struct imgfs_error *err)
+static int layout_get_blob_mem(void *ctx, const struct imgfs_digest *d, uint64_t size,
+			       struct imgfs_fetched *out, struct imgfs_error *err)
 {
 	if (read_verified(ctx, d, size, out, err) < 0)
 		return -1;
 	if (out->len != size) {
 		imgfs_fetched_destroy(out);
-		return imgfs_error_set(err, EIO, "blob %s: %zu bytes, the manifest says %llu", d->str, out->len,
-				       (unsigned long long)size);
+		return imgfs_error_set(err, EIO, "blob %s: %zu bytes, the manifest says %llu",
+				       d->str, out->len, (unsigned long long)size);
 	}
 	return 0;
 }
 
-static int layout_get_blob(void *ctx, const struct imgfs_digest *d, uint64_t offset, imgfs_sink_fn sink,
-			   void *sink_ctx, bool *restarted, const char **served_by,
-			   struct imgfs_error *err)
+static int layout_get_blob(void *ctx, const struct imgfs_digest *d, uint64_t offset,
+			   imgfs_sink_fn sink, void *sink_ctx, bool *restarted,
+			   const char **served_by, struct imgfs_error *err)
 {
 	_cleanup_free_ char *path = layout_blob_path(ctx, d);
 	_cleanup_free_ char *buf = malloc(1 << 20);
@@ -84,13 +85,15 @@ static int layout_get_blob(void *ctx, const struct imgfs_digest *d, uint64_t off
 
 /* The name for an index.json entry: its ref.name annotation when that is a
  * whole reference, else base_name:<tag>. */
-static char *entry_name(const struct imgfs_descriptor *d, const char *base_name, struct imgfs_error *err)
+static char *entry_name(const struct imgfs_descriptor *d, const char *base_name,
+			struct imgfs_error *err)
 {
 	struct imgfs_ref ref = {0};
 	char *full, *name;
 
 	if (!d->ref_name) {
-		imgfs_error_set(err, EINVAL, "index.json entry %s has no org.opencontainers.image.ref.name",
+		imgfs_error_set(err, EINVAL,
+				"index.json entry %s has no org.opencontainers.image.ref.name",
 				d->digest.str);
 		return NULL;
 	}
@@ -99,9 +102,10 @@ static char *entry_name(const struct imgfs_descriptor *d, const char *base_name,
 	else if (base_name)
 		full = imgfs_xasprintf("%s:%s", base_name, d->ref_name);
 	else {
-		imgfs_error_set(err, EINVAL,
-				"index.json entry %s is named only \"%s\": give a repository with --name",
-				d->digest.str, d->ref_name);
+		imgfs_error_set(
+		    err, EINVAL,
+		    "index.json entry %s is named only \"%s\": give a repository with --name",
+		    d->digest.str, d->ref_name);
 		return NULL;
 	}
 	if (imgfs_ref_parse(full, &ref, err) < 0) {
@@ -133,7 +137,8 @@ int imgfs_import_layout(struct imgfs_store *s, const char *dir, const char *base
 	int rc = 0;
 
 	if (access(path, R_OK) < 0)
-		return imgfs_error_errno(err, errno, "%s is not an OCI image layout (no oci-layout file)", dir);
+		return imgfs_error_errno(err, errno,
+					 "%s is not an OCI image layout (no oci-layout file)", dir);
 	free(path);
 	path = imgfs_xasprintf("%s/index.json", dir);
 	if (imgfs_read_file(path, IMGFS_MAX_MANIFEST_SIZE, &buf, &len, err) < 0 ||

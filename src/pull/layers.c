@@ -25,10 +25,10 @@ struct layer_job {
 	bool need_blob, need_snapshot;
 
 	/* All below guarded by p->mu. */
-	int read_fd;      /* the bytes being written (ingest data) or the blob */
+	int read_fd;	  /* the bytes being written (ingest data) or the blob */
 	uint64_t written; /* bytes readable through read_fd */
-	unsigned gen;     /* bumped when the download restarts from 0 */
-	bool restarted;   /* set by the registry client before the first byte */
+	unsigned gen;	  /* bumped when the download restarts from 0 */
+	bool restarted;	  /* set by the registry client before the first byte */
 	bool dl_done;
 	int dl_rc;
 	struct imgfs_error dl_err;
@@ -43,8 +43,8 @@ struct layer_job {
 struct pull_ctx {
 	pthread_mutex_t mu;
 	pthread_cond_t cond;
-	bool cancel;           /* guarded by mu */
-	size_t next_dl;        /* guarded by mu: position in order */
+	bool cancel;	       /* guarded by mu */
+	size_t next_dl;	       /* guarded by mu: position in order */
 	size_t next_unpack;    /* guarded by mu: position in order */
 	struct imgfs_store *s; /* immutable below */
 	struct pull_source *src;
@@ -54,7 +54,8 @@ struct pull_ctx {
 	size_t n;
 };
 
-static void job_fail_locked(struct layer_job *j, int *rc, struct imgfs_error *dst, const struct imgfs_error *src)
+static void job_fail_locked(struct layer_job *j, int *rc, struct imgfs_error *dst,
+			    const struct imgfs_error *src)
 {
 	*rc = -1;
 	*dst = *src;
@@ -147,8 +148,8 @@ static void download_one(struct layer_job *j)
 	pthread_mutex_unlock(&p->mu);
 
 	sink.w = w;
-	rc = p->src->get_blob(p->src->ctx, &j->desc->digest, imgfs_ingest_offset(w), dl_sink_write, &sink,
-			      &j->restarted, &served_by, &err);
+	rc = p->src->get_blob(p->src->ctx, &j->desc->digest, imgfs_ingest_offset(w), dl_sink_write,
+			      &sink, &j->restarted, &served_by, &err);
 	if (rc == 0)
 		rc = imgfs_ingest_commit(w, j->desc->media_type, &err);
 	else
@@ -171,8 +172,8 @@ static struct layer_job *next_job(struct pull_ctx *p, size_t *cursor, bool blob)
 {
 	struct layer_job *j = NULL;
 	pthread_mutex_lock(&p->mu);
-	while (*cursor < p->n &&
-	       !(blob ? p->jobs[p->order[*cursor]].need_blob : p->jobs[p->order[*cursor]].need_snapshot))
+	while (*cursor < p->n && !(blob ? p->jobs[p->order[*cursor]].need_blob
+					: p->jobs[p->order[*cursor]].need_snapshot))
 		(*cursor)++;
 	if (*cursor < p->n && !p->cancel)
 		j = &p->jobs[p->order[(*cursor)++]];
@@ -294,8 +295,10 @@ static void unpack_one(struct layer_job *j)
 			continue;
 		}
 		if (rc == 0 && !imgfs_digest_equal(&res.diff_id, j->diff_id))
-			rc = imgfs_error_set(&err, EIO, "diffID mismatch: the image config says %s, the layer's content is %s",
-					     j->diff_id->str, res.diff_id.str);
+			rc = imgfs_error_set(
+			    &err, EIO,
+			    "diffID mismatch: the image config says %s, the layer's content is %s",
+			    j->diff_id->str, res.diff_id.str);
 		break;
 	}
 	if (rc < 0 && dir) {
@@ -327,7 +330,8 @@ static void *unpack_thread(void *arg)
 
 /* ---- the committing thread ---------------------------------------------- */
 
-static void report(const struct imgfs_pull_opts *opts, const char *name, struct pull_ctx *p, bool finished)
+static void report(const struct imgfs_pull_opts *opts, const char *name, struct pull_ctx *p,
+		   bool finished)
 {
 	struct imgfs_pull_layer_progress *copy;
 	struct imgfs_pull_progress pr;
@@ -340,7 +344,8 @@ static void report(const struct imgfs_pull_opts *opts, const char *name, struct 
 	for (size_t i = 0; i < p->n; i++)
 		copy[i] = p->jobs[i].prog;
 	pthread_mutex_unlock(&p->mu);
-	pr = (struct imgfs_pull_progress){.name = name, .n_layers = p->n, .layers = copy, .finished = finished};
+	pr = (struct imgfs_pull_progress){
+	    .name = name, .n_layers = p->n, .layers = copy, .finished = finished};
 	opts->progress(opts->progress_ctx, &pr);
 	free(copy);
 }
@@ -369,8 +374,8 @@ static bool job_ready(const struct layer_job *j)
 }
 
 /* Wait until job i is ready or anything failed. Returns 0, or -1 with err. */
-static int wait_job(struct pull_ctx *p, size_t i, const struct imgfs_pull_opts *opts, const char *name,
-		    struct imgfs_error *err)
+static int wait_job(struct pull_ctx *p, size_t i, const struct imgfs_pull_opts *opts,
+		    const char *name, struct imgfs_error *err)
 {
 	for (;;) {
 		const struct imgfs_error *fe;
@@ -383,7 +388,8 @@ static int wait_job(struct pull_ctx *p, size_t i, const struct imgfs_pull_opts *
 		if (fe) {
 			*err = *fe;
 			pthread_mutex_unlock(&p->mu);
-			return imgfs_error_wrap(err, "layer %zu (%s)", which, p->jobs[which].desc->digest.str);
+			return imgfs_error_wrap(err, "layer %zu (%s)", which,
+						p->jobs[which].desc->digest.str);
 		}
 		ready = job_ready(&p->jobs[i]);
 		if (!ready) {
@@ -416,8 +422,9 @@ static int commit_job(struct pull_ctx *p, size_t i, char **dirs, struct imgfs_er
 		return imgfs_store_snapshot_dir(p->s, j->chain_id, &dirs[i], err);
 	rc = imgfs_unpack_fix_implied(j->tmpdir, j->res.implied_dirs, lowers, err);
 	if (rc == 0)
-		rc = imgfs_store_snapshot_commit(p->s, j->tmpdir, j->chain_id, i ? p->jobs[i - 1].chain_id : NULL,
-						 j->diff_id, j->res.disk_bytes, &dirs[i], err);
+		rc = imgfs_store_snapshot_commit(p->s, j->tmpdir, j->chain_id,
+						 i ? p->jobs[i - 1].chain_id : NULL, j->diff_id,
+						 j->res.disk_bytes, &dirs[i], err);
 	if (rc < 0)
 		return imgfs_error_wrap(err, "layer %zu (%s)", i, j->desc->digest.str);
 	free(j->tmpdir);
@@ -448,8 +455,9 @@ static int cpu_count(void)
 	return n < 2 ? 2 : n > 8 ? 8 : (int)n;
 }
 
-int pull_layers(struct imgfs_store *s, struct pull_source *src, const char *name, const struct imgfs_manifest *m,
-		const struct imgfs_config *c, struct imgfs_digest *chain_ids, const struct imgfs_pull_opts *opts,
+int pull_layers(struct imgfs_store *s, struct pull_source *src, const char *name,
+		const struct imgfs_manifest *m, const struct imgfs_config *c,
+		struct imgfs_digest *chain_ids, const struct imgfs_pull_opts *opts,
 		struct imgfs_error *err)
 {
 	struct pull_ctx p = {.s = s, .src = src, .n = m->n_layers};
@@ -493,13 +501,14 @@ int pull_layers(struct imgfs_store *s, struct pull_source *src, const char *name
 				j->read_fd = open(path, O_RDONLY | O_CLOEXEC);
 				j->written = j->desc->size;
 				if (j->read_fd < 0) {
-					j->dl_rc = imgfs_error_errno(&j->dl_err, errno, "open %s", path);
+					j->dl_rc =
+					    imgfs_error_errno(&j->dl_err, errno, "open %s", path);
 				}
 			}
 		}
 		j->prog.state = !j->need_blob && !j->need_snapshot ? IMGFS_LAYER_EXISTS
-				: !j->need_blob			 ? IMGFS_LAYER_EXTRACTING
-								 : IMGFS_LAYER_WAITING;
+				: !j->need_blob			   ? IMGFS_LAYER_EXTRACTING
+								   : IMGFS_LAYER_WAITING;
 	}
 
 	order_by_size(&p);

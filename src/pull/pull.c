@@ -10,25 +10,29 @@
 
 json_t *pull_descriptor_json(const char *media_type, const struct imgfs_digest *d, uint64_t size)
 {
-	return json_pack("{s:s, s:s, s:I}", "mediaType", media_type ? media_type : "", "digest", d->str,
-			 "size", (json_int_t)size);
+	return json_pack("{s:s, s:s, s:I}", "mediaType", media_type ? media_type : "", "digest",
+			 d->str, "size", (json_int_t)size);
 }
 
 /* Fetch the manifest named by desc_digest (size known) or reference. */
-static int fetch_doc(struct pull_source *src, const char *reference, const struct imgfs_descriptor *desc,
-		     struct imgfs_fetched *out, enum imgfs_doc_kind *kind, char **mt, struct imgfs_error *err)
+static int fetch_doc(struct pull_source *src, const char *reference,
+		     const struct imgfs_descriptor *desc, struct imgfs_fetched *out,
+		     enum imgfs_doc_kind *kind, char **mt, struct imgfs_error *err)
 {
 	if (src->get_manifest(src->ctx, reference, out, err) < 0)
 		return -1;
 	if (desc && (out->len != desc->size || !imgfs_digest_equal(&out->digest, &desc->digest)))
-		return imgfs_error_set(err, EIO, "manifest %s: the index says %llu bytes, got %zu bytes with digest %s",
-				       desc->digest.str, (unsigned long long)desc->size, out->len, out->digest.str);
+		return imgfs_error_set(
+		    err, EIO,
+		    "manifest %s: the index says %llu bytes, got %zu bytes with digest %s",
+		    desc->digest.str, (unsigned long long)desc->size, out->len, out->digest.str);
 	if (imgfs_oci_classify(out->data, out->len, out->content_type, kind, mt, err) < 0)
 		return imgfs_error_wrap(err, "%s", out->digest.str);
 	return 0;
 }
 
-static int want_platform(const struct imgfs_pull_opts *opts, struct imgfs_platform *want, struct imgfs_error *err)
+static int want_platform(const struct imgfs_pull_opts *opts, struct imgfs_platform *want,
+			 struct imgfs_error *err)
 {
 	if (opts && opts->platform)
 		return imgfs_platform_parse(opts->platform, want, err);
@@ -45,8 +49,9 @@ static bool platform_matches(const struct imgfs_platform *want, const struct img
 	return !want->variant || !have->variant || !strcmp(want->variant, have->variant);
 }
 
-static json_t *build_record(const char *name, const json_t *index_desc, const struct imgfs_fetched *mf,
-			    const char *manifest_mt, const struct imgfs_manifest *m, const struct imgfs_config *c,
+static json_t *build_record(const char *name, const json_t *index_desc,
+			    const struct imgfs_fetched *mf, const char *manifest_mt,
+			    const struct imgfs_manifest *m, const struct imgfs_config *c,
 			    const struct imgfs_digest *chain_ids, const char *platform)
 {
 	json_t *layers = json_array();
@@ -54,32 +59,38 @@ static json_t *build_record(const char *name, const json_t *index_desc, const st
 	json_t *rec;
 
 	for (size_t i = 0; i < m->n_layers; i++) {
-		json_t *l = pull_descriptor_json(m->layers[i].media_type, &m->layers[i].digest, m->layers[i].size);
+		json_t *l = pull_descriptor_json(m->layers[i].media_type, &m->layers[i].digest,
+						 m->layers[i].size);
 		json_object_set_new(l, "diffID", json_string(c->diff_ids[i].str));
 		json_object_set_new(l, "chainID", json_string(chain_ids[i].str));
 		json_array_append_new(layers, l);
 		total += m->layers[i].size;
 	}
-	rec = json_pack("{s:s, s:o, s:o, s:s, s:o, s:I, s:I}", "name", name, "target",
-			pull_descriptor_json(manifest_mt, &mf->digest, mf->len), "config",
-			pull_descriptor_json(m->config.media_type, &m->config.digest, m->config.size), "platform",
-			platform, "layers", layers, "size", (json_int_t)total, "pulled", (json_int_t)time(NULL));
+	rec =
+	    json_pack("{s:s, s:o, s:o, s:s, s:o, s:I, s:I}", "name", name, "target",
+		      pull_descriptor_json(manifest_mt, &mf->digest, mf->len), "config",
+		      pull_descriptor_json(m->config.media_type, &m->config.digest, m->config.size),
+		      "platform", platform, "layers", layers, "size", (json_int_t)total, "pulled",
+		      (json_int_t)time(NULL));
 	json_object_set_new(rec, "index", index_desc ? json_deep_copy(index_desc) : json_null());
 	json_object_set_new(rec, "created", c->created ? json_string(c->created) : json_null());
 	return rec;
 }
 
-static int get_config(struct imgfs_store *s, struct pull_source *src, const struct imgfs_descriptor *d,
-		      struct imgfs_config **out, struct imgfs_error *err)
+static int get_config(struct imgfs_store *s, struct pull_source *src,
+		      const struct imgfs_descriptor *d, struct imgfs_config **out,
+		      struct imgfs_error *err)
 {
 	struct imgfs_fetched f = {0};
 	int rc;
 
 	if (d->size > IMGFS_MAX_CONFIG_SIZE)
-		return imgfs_error_set(err, EIO, "config %s: %llu bytes, more than the limit of %u", d->digest.str,
-				       (unsigned long long)d->size, IMGFS_MAX_CONFIG_SIZE);
+		return imgfs_error_set(err, EIO, "config %s: %llu bytes, more than the limit of %u",
+				       d->digest.str, (unsigned long long)d->size,
+				       IMGFS_MAX_CONFIG_SIZE);
 	if (imgfs_store_has_blob(s, &d->digest, d->size))
-		rc = imgfs_store_read_blob(s, &d->digest, IMGFS_MAX_CONFIG_SIZE, &f.data, &f.len, err);
+		rc = imgfs_store_read_blob(s, &d->digest, IMGFS_MAX_CONFIG_SIZE, &f.data, &f.len,
+					   err);
 	else
 		rc = src->get_blob_mem(src->ctx, &d->digest, d->size, &f, err);
 	if (rc == 0)
@@ -107,14 +118,16 @@ static int resolve_manifest(struct imgfs_store *s, struct pull_source *src, cons
 	*index_desc = NULL;
 	for (;;) {
 		size_t pick;
-		if (fetch_doc(src, desc ? desc->digest.str : reference, desc, mf, &kind, mt, err) < 0)
+		if (fetch_doc(src, desc ? desc->digest.str : reference, desc, mf, &kind, mt, err) <
+		    0)
 			goto fail;
 		if (imgfs_store_put_blob(s, &mf->digest, *mt, mf->data, mf->len, err) < 0)
 			goto fail;
 		if (kind == IMGFS_DOC_MANIFEST)
 			break;
 		if (++depth > MAX_INDEX_DEPTH) {
-			imgfs_error_set(err, EIO, "indexes nested more than %d deep", MAX_INDEX_DEPTH);
+			imgfs_error_set(err, EIO, "indexes nested more than %d deep",
+					MAX_INDEX_DEPTH);
 			goto fail;
 		}
 		if (!*index_desc)
@@ -144,8 +157,9 @@ fail:
 	return -1;
 }
 
-int pull_image(struct imgfs_store *s, struct pull_source *src, const char *name, const char *reference,
-	       const struct imgfs_pull_opts *opts, json_t **record, struct imgfs_error *err)
+int pull_image(struct imgfs_store *s, struct pull_source *src, const char *name,
+	       const char *reference, const struct imgfs_pull_opts *opts, json_t **record,
+	       struct imgfs_error *err)
 {
 	struct imgfs_platform want = {0};
 	struct imgfs_fetched mf = {0};
@@ -168,7 +182,8 @@ int pull_image(struct imgfs_store *s, struct pull_source *src, const char *name,
 	if (get_config(s, src, &m->config, &c, err) < 0)
 		goto out;
 	if (c->n_diff_ids != m->n_layers) {
-		imgfs_error_set(err, EIO, "manifest %s has %zu layers but its config lists %zu diff_ids",
+		imgfs_error_set(err, EIO,
+				"manifest %s has %zu layers but its config lists %zu diff_ids",
 				mf.digest.str, m->n_layers, c->n_diff_ids);
 		goto out;
 	}
@@ -176,7 +191,8 @@ int pull_image(struct imgfs_store *s, struct pull_source *src, const char *name,
 		_cleanup_free_ char *have = imgfs_platform_string(&c->platform);
 		_cleanup_free_ char *w = imgfs_platform_string(&want);
 		if (opts && opts->platform) {
-			imgfs_error_set(err, ENOENT, "image is for %s, not the requested %s", have, w);
+			imgfs_error_set(err, ENOENT, "image is for %s, not the requested %s", have,
+					w);
 			goto out;
 		}
 		imgfs_warn("%s: image is for %s, this host is %s", name, have, w);
@@ -213,29 +229,32 @@ struct registry_src {
 	const char *path;
 };
 
-static int reg_get_manifest(void *ctx, const char *reference, struct imgfs_fetched *out, struct imgfs_error *err)
+static int reg_get_manifest(void *ctx, const char *reference, struct imgfs_fetched *out,
+			    struct imgfs_error *err)
 {
 	struct registry_src *rs = ctx;
-	return imgfs_registry_get_manifest(rs->r, rs->path, reference, IMGFS_MAX_MANIFEST_SIZE, out, err);
+	return imgfs_registry_get_manifest(rs->r, rs->path, reference, IMGFS_MAX_MANIFEST_SIZE, out,
+					   err);
 }
 
-static int reg_get_blob_mem(void *ctx, const struct imgfs_digest *d, uint64_t size, struct imgfs_fetched *out,
-			    struct imgfs_error *err)
+static int reg_get_blob_mem(void *ctx, const struct imgfs_digest *d, uint64_t size,
+			    struct imgfs_fetched *out, struct imgfs_error *err)
 {
 	struct registry_src *rs = ctx;
 	return imgfs_registry_get_blob_mem(rs->r, rs->path, d, size, out, err);
 }
 
-static int reg_get_blob(void *ctx, const struct imgfs_digest *d, uint64_t offset, imgfs_sink_fn sink,
-			void *sink_ctx, bool *restarted, const char **served_by, struct imgfs_error *err)
+static int reg_get_blob(void *ctx, const struct imgfs_digest *d, uint64_t offset,
+			imgfs_sink_fn sink, void *sink_ctx, bool *restarted, const char **served_by,
+			struct imgfs_error *err)
 {
 	struct registry_src *rs = ctx;
-	return imgfs_registry_get_blob(rs->r, rs->path, d, offset, sink, sink_ctx, restarted, served_by,
-				       err);
+	return imgfs_registry_get_blob(rs->r, rs->path, d, offset, sink, sink_ctx, restarted,
+				       served_by, err);
 }
 
-int imgfs_pull(struct imgfs_store *s, const char *refstr, const struct imgfs_pull_opts *opts, json_t **record,
-	       struct imgfs_error *err)
+int imgfs_pull(struct imgfs_store *s, const char *refstr, const struct imgfs_pull_opts *opts,
+	       json_t **record, struct imgfs_error *err)
 {
 	struct imgfs_fetch_config defcfg;
 	const struct imgfs_fetch_config *cfg = opts && opts->fetch ? opts->fetch : NULL;
@@ -265,7 +284,8 @@ int imgfs_pull(struct imgfs_store *s, const char *refstr, const struct imgfs_pul
 					   .get_blob = reg_get_blob,
 					   .ctx = &rs,
 					   .max_downloads = cfg->max_concurrent_downloads};
-		rc = pull_image(s, &src, name, ref.has_digest ? ref.digest.str : ref.tag, opts, record, err);
+		rc = pull_image(s, &src, name, ref.has_digest ? ref.digest.str : ref.tag, opts,
+				record, err);
 		imgfs_store_unlock(s);
 	}
 	imgfs_registry_free(r);
@@ -286,7 +306,8 @@ struct find_digest {
 static int find_by_digest(void *ctx, const char *name, json_t *rec)
 {
 	struct find_digest *f = ctx;
-	const char *t = json_string_value(json_object_get(json_object_get(rec, "target"), "digest"));
+	const char *t =
+	    json_string_value(json_object_get(json_object_get(rec, "target"), "digest"));
 	const char *i = json_string_value(json_object_get(json_object_get(rec, "index"), "digest"));
 	if ((t && !strcmp(t, f->digest)) || (i && !strcmp(i, f->digest))) {
 		f->name = imgfs_xstrdup(name);

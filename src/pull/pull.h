@@ -27,8 +27,8 @@ enum imgfs_layer_state {
 };
 
 struct imgfs_pull_layer_progress {
-	const char *digest; /* "sha256:…" */
-	uint64_t size;       /* compressed */
+	const char *digest;  /* "sha256:…" */
+	uint64_t size;	     /* compressed */
 	uint64_t downloaded; /* bytes in the store so far */
 	uint64_t extracted;  /* compressed bytes consumed by the unpacker */
 	enum imgfs_layer_state state;
@@ -43,7 +43,7 @@ struct imgfs_pull_progress {
 };
 
 struct imgfs_pull_opts {
-	const char *platform; /* "os/arch[/variant]", NULL for the host's */
+	const char *platform;			/* "os/arch[/variant]", NULL for the host's */
 	const struct imgfs_fetch_config *fetch; /* NULL for defaults */
 	/* Called from the pulling thread, at most every ~100 ms and once at the
 	 * end; may be NULL. */
@@ -53,8 +53,8 @@ struct imgfs_pull_opts {
 
 /* Pull ref into the store. On success *record (may be NULL) is the stored
  * image record (caller json_decref()s it). */
-int imgfs_pull(struct imgfs_store *s, const char *ref, const struct imgfs_pull_opts *opts, json_t **record,
-	       struct imgfs_error *err);
+int imgfs_pull(struct imgfs_store *s, const char *ref, const struct imgfs_pull_opts *opts,
+	       json_t **record, struct imgfs_error *err);
 
 /* Import every image named in an OCI image layout's index.json
  * (org.opencontainers.image.ref.name annotations). base_name, if not NULL, is

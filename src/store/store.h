@@ -46,9 +46,9 @@
 /* ---- the OCI / Docker model (oci.c) ------------------------------------ */
 
 struct imgfs_platform {
-	char *os;           /* "linux" */
+	char *os;	    /* "linux" */
 	char *architecture; /* normalised: "amd64", "arm64", "arm", "386", ... */
-	char *variant;      /* "v8", "v7", ... or NULL */
+	char *variant;	    /* "v8", "v7", ... or NULL */
 	char *os_version;   /* or NULL */
 };
 void imgfs_platform_destroy(struct imgfs_platform *p);
@@ -61,8 +61,8 @@ struct imgfs_descriptor {
 	uint64_t size;
 	bool has_platform;
 	struct imgfs_platform platform; /* index entries only */
-	char *ref_name; /* annotation org.opencontainers.image.ref.name, or NULL */
-	bool is_attestation; /* vnd.docker.reference.type=attestation-manifest */
+	char *ref_name;			/* annotation org.opencontainers.image.ref.name, or NULL */
+	bool is_attestation;		/* vnd.docker.reference.type=attestation-manifest */
 };
 void imgfs_descriptor_destroy(struct imgfs_descriptor *d);
 
@@ -76,15 +76,17 @@ enum imgfs_doc_kind { IMGFS_DOC_INDEX = 1, IMGFS_DOC_MANIFEST = 2 };
  * "manifests" and "layers"), and unknown types. On success *media_type is the
  * document's media type (caller frees).
  */
-int imgfs_oci_classify(const char *buf, size_t len, const char *content_type, enum imgfs_doc_kind *kind,
-		       char **media_type, struct imgfs_error *err);
+int imgfs_oci_classify(const char *buf, size_t len, const char *content_type,
+		       enum imgfs_doc_kind *kind, char **media_type, struct imgfs_error *err);
 
 struct imgfs_index {
 	char *media_type;
 	size_t n_manifests;
-	struct imgfs_descriptor *manifests; /* entries with unknown media types are kept; callers skip them */
+	struct imgfs_descriptor
+	    *manifests; /* entries with unknown media types are kept; callers skip them */
 };
-int imgfs_oci_parse_index(const char *buf, size_t len, struct imgfs_index **out, struct imgfs_error *err);
+int imgfs_oci_parse_index(const char *buf, size_t len, struct imgfs_index **out,
+			  struct imgfs_error *err);
 void imgfs_index_free(struct imgfs_index *idx);
 
 struct imgfs_manifest {
@@ -96,17 +98,19 @@ struct imgfs_manifest {
 /* Validates schemaVersion 2, descriptor digests and sizes (non-negative, fit
  * in int64), layer media types (tar, tar+gzip, tar+zstd in OCI and Docker
  * spellings; foreign/nondistributable refused with ENOTSUP). */
-int imgfs_oci_parse_manifest(const char *buf, size_t len, struct imgfs_manifest **out, struct imgfs_error *err);
+int imgfs_oci_parse_manifest(const char *buf, size_t len, struct imgfs_manifest **out,
+			     struct imgfs_error *err);
 void imgfs_manifest_free(struct imgfs_manifest *m);
 
 struct imgfs_config {
 	struct imgfs_platform platform; /* os, architecture, variant from the config */
-	char *created;                  /* RFC 3339 or NULL */
+	char *created;			/* RFC 3339 or NULL */
 	size_t n_diff_ids;
 	struct imgfs_digest *diff_ids;
 };
 /* Validates rootfs.type == "layers" and every diff_id. */
-int imgfs_oci_parse_config(const char *buf, size_t len, struct imgfs_config **out, struct imgfs_error *err);
+int imgfs_oci_parse_config(const char *buf, size_t len, struct imgfs_config **out,
+			   struct imgfs_error *err);
 void imgfs_config_free(struct imgfs_config *c);
 
 /* ---- opening ------------------------------------------------------------ */
@@ -131,13 +135,14 @@ char *imgfs_store_blob_path(const struct imgfs_store *s, const struct imgfs_dige
 /* True when the blob is committed (and, if size != UINT64_MAX, has that size). */
 bool imgfs_store_has_blob(struct imgfs_store *s, const struct imgfs_digest *d, uint64_t size);
 /* Read a committed blob into memory (at most max bytes). Caller frees *buf. */
-int imgfs_store_read_blob(struct imgfs_store *s, const struct imgfs_digest *d, size_t max, char **buf,
-			  size_t *len, struct imgfs_error *err);
+int imgfs_store_read_blob(struct imgfs_store *s, const struct imgfs_digest *d, size_t max,
+			  char **buf, size_t *len, struct imgfs_error *err);
 /* Store a small blob held in memory (manifests, configs). Verifies digest and
  * size first (EIO naming the digest on mismatch), writes atomically, records
  * the media type. A blob already present is left as is. */
-int imgfs_store_put_blob(struct imgfs_store *s, const struct imgfs_digest *d, const char *media_type,
-			 const void *data, size_t len, struct imgfs_error *err);
+int imgfs_store_put_blob(struct imgfs_store *s, const struct imgfs_digest *d,
+			 const char *media_type, const void *data, size_t len,
+			 struct imgfs_error *err);
 
 /*
  * Ingest: a download of one blob in progress. Open takes the blob's flock
@@ -147,13 +152,14 @@ int imgfs_store_put_blob(struct imgfs_store *s, const struct imgfs_digest *d, co
  * hash state is rebuilt by reading it back.
  */
 struct imgfs_ingest;
-int imgfs_ingest_open(struct imgfs_store *s, const struct imgfs_digest *expected, uint64_t expected_size,
-		      struct imgfs_ingest **out, struct imgfs_error *err);
+int imgfs_ingest_open(struct imgfs_store *s, const struct imgfs_digest *expected,
+		      uint64_t expected_size, struct imgfs_ingest **out, struct imgfs_error *err);
 uint64_t imgfs_ingest_offset(const struct imgfs_ingest *w);
 /* Path of the data file being written (for a reader that follows it). */
 const char *imgfs_ingest_data_path(const struct imgfs_ingest *w);
 /* Append; EIO if the total would exceed the expected size. */
-int imgfs_ingest_write(struct imgfs_ingest *w, const void *buf, size_t len, struct imgfs_error *err);
+int imgfs_ingest_write(struct imgfs_ingest *w, const void *buf, size_t len,
+		       struct imgfs_error *err);
 /* Discard the data written so far (the server ignored Range). */
 int imgfs_ingest_reset(struct imgfs_ingest *w, struct imgfs_error *err);
 /* Check size and digest, fsync, rename into blobs/, record size and media
@@ -173,8 +179,8 @@ void imgfs_ingest_abort(struct imgfs_ingest *w);
 
 /* Take the chain's flock (serialises unpacking one chainID across processes).
  * Returns an fd to pass to imgfs_store_snapshot_unlock. */
-int imgfs_store_snapshot_lock(struct imgfs_store *s, const struct imgfs_digest *chain_id, int *lockfd,
-			      struct imgfs_error *err);
+int imgfs_store_snapshot_lock(struct imgfs_store *s, const struct imgfs_digest *chain_id,
+			      int *lockfd, struct imgfs_error *err);
 void imgfs_store_snapshot_unlock(int lockfd);
 /* Mark the chain's snapshot as in use (a mounted view serves from it): a
  * shared flock on <root>/locks/chain-<hex>.use, held until lockfd is passed to
@@ -197,9 +203,11 @@ void imgfs_store_snapshot_discard(struct imgfs_store *s, const char *dir);
 /* Commit a prepared directory as chain_id: syncfs, allocate an id, rename
  * tmp-XXXXXX to <id>, write the record, all or nothing. parent may be NULL.
  * On success *final_dir (if not NULL) is the committed fs directory. */
-int imgfs_store_snapshot_commit(struct imgfs_store *s, const char *dir, const struct imgfs_digest *chain_id,
-				const struct imgfs_digest *parent, const struct imgfs_digest *diff_id,
-				uint64_t size, char **final_dir, struct imgfs_error *err);
+int imgfs_store_snapshot_commit(struct imgfs_store *s, const char *dir,
+				const struct imgfs_digest *chain_id,
+				const struct imgfs_digest *parent,
+				const struct imgfs_digest *diff_id, uint64_t size, char **final_dir,
+				struct imgfs_error *err);
 
 /* ---- images (meta.c) ---------------------------------------------------- */
 
@@ -217,14 +225,17 @@ int imgfs_store_snapshot_commit(struct imgfs_store *s, const char *dir, const st
  * }
  */
 /* Store rec under name (replaces). Takes no ownership of rec. */
-int imgfs_store_put_image(struct imgfs_store *s, const char *name, json_t *rec, struct imgfs_error *err);
+int imgfs_store_put_image(struct imgfs_store *s, const char *name, json_t *rec,
+			  struct imgfs_error *err);
 /* ENOENT when absent. Caller json_decref()s *rec. */
-int imgfs_store_get_image(struct imgfs_store *s, const char *name, json_t **rec, struct imgfs_error *err);
+int imgfs_store_get_image(struct imgfs_store *s, const char *name, json_t **rec,
+			  struct imgfs_error *err);
 int imgfs_store_delete_image(struct imgfs_store *s, const char *name, struct imgfs_error *err);
 /* Call fn for each image in name order; stop when fn returns non-zero. rec is
  * borrowed for the call. */
-int imgfs_store_list_images(struct imgfs_store *s, int (*fn)(void *ctx, const char *name, json_t *rec),
-			    void *ctx, struct imgfs_error *err);
+int imgfs_store_list_images(struct imgfs_store *s,
+			    int (*fn)(void *ctx, const char *name, json_t *rec), void *ctx,
+			    struct imgfs_error *err);
 
 /* ---- garbage collection (gc.c) ----------------------------------------- */
 
@@ -236,9 +247,9 @@ struct imgfs_gc_report {
 };
 /* Remove blobs and snapshots no image references (snapshots a mount holds,
  * see imgfs_store_snapshot_hold, and their parents are kept and logged),
- * abandoned ingests and tmp dirs. Takes the exclusive gc lock. fn (may be NULL) is told of each item
- * removed ("blob sha256:…", "snapshot sha256:…"). */
-int imgfs_store_gc(struct imgfs_store *s, void (*fn)(void *ctx, const char *what, uint64_t bytes), void *ctx,
-		   struct imgfs_gc_report *rep, struct imgfs_error *err);
+ * abandoned ingests and tmp dirs. Takes the exclusive gc lock. fn (may be NULL) is told of each
+ * item removed ("blob sha256:…", "snapshot sha256:…"). */
+int imgfs_store_gc(struct imgfs_store *s, void (*fn)(void *ctx, const char *what, uint64_t bytes),
+		   void *ctx, struct imgfs_gc_report *rep, struct imgfs_error *err);
 
 #endif

@@ -40,9 +40,9 @@ struct imgfs_unpack_opts {
 
 struct imgfs_unpack_result {
 	struct imgfs_digest diff_id; /* sha256 of every decompressed byte to EOF */
-	uint64_t uncompressed;       /* bytes */
+	uint64_t uncompressed;	     /* bytes */
 	uint64_t entries;
-	uint64_t disk_bytes;         /* sum of regular file sizes written */
+	uint64_t disk_bytes; /* sum of regular file sizes written */
 	/* Directories this layer created implicitly (parents with no tar entry),
 	 * relative to dest, NULL-terminated; free with imgfs_strv_free. */
 	char **implied_dirs;
@@ -58,8 +58,9 @@ struct imgfs_unpack_result {
  * otherwise). On error dest is left for the caller to remove; err names the
  * entry and the cause.
  */
-int imgfs_unpack_layer(const char *dest, struct imgfs_unpack_source *src, const struct imgfs_unpack_opts *opts,
-		       struct imgfs_unpack_result *res, struct imgfs_error *err);
+int imgfs_unpack_layer(const char *dest, struct imgfs_unpack_source *src,
+		       const struct imgfs_unpack_opts *opts, struct imgfs_unpack_result *res,
+		       struct imgfs_error *err);
 void imgfs_unpack_result_destroy(struct imgfs_unpack_result *res);
 
 /* Give implied directories (from a result) the mode, owner, times and xattrs
@@ -80,7 +81,7 @@ void imgfs_chain_id(const struct imgfs_digest *parent, const struct imgfs_digest
 /* Mount kernel overlayfs at target. lowers top-most first (NULL-terminated,
  * at least one). upper/work NULL for a read-only mount. Uses the new mount API
  * (lowerdir+) when available so long chains are not limited by page size. */
-int imgfs_overlay_mount(const char *const *lowers, const char *upper, const char *work, const char *target,
-			struct imgfs_error *err);
+int imgfs_overlay_mount(const char *const *lowers, const char *upper, const char *work,
+			const char *target, struct imgfs_error *err);
 
 #endif

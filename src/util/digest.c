@@ -40,8 +40,8 @@ static bool grammar_ok(const char *s, const char **colon)
 	if (prev_sep || !c[1])
 		return false;
 	for (const char *p = c + 1; *p; p++)
-		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
-		      strchr("=_-", *p)))
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+		      (*p >= '0' && *p <= '9') || strchr("=_-", *p)))
 			return false;
 	*colon = c;
 	return true;
@@ -60,15 +60,17 @@ int imgfs_digest_parse(struct imgfs_digest *d, const char *s, struct imgfs_error
 		if (strlen(alg_names[i]) == alen && !strncmp(s, alg_names[i], alen))
 			alg = i;
 	if (alg < 0)
-		return imgfs_error_set(err, ENOTSUP, "unsupported digest algorithm in \"%.80s\"", s);
+		return imgfs_error_set(err, ENOTSUP, "unsupported digest algorithm in \"%.80s\"",
+				       s);
 	hlen = strlen(colon + 1);
 	if (hlen != alg_hexlen[alg])
-		return imgfs_error_set(err, EINVAL, "invalid digest \"%.80s\": %s needs %zu hex digits, got %zu",
+		return imgfs_error_set(err, EINVAL,
+				       "invalid digest \"%.80s\": %s needs %zu hex digits, got %zu",
 				       s, alg_names[alg], alg_hexlen[alg], hlen);
 	for (const char *p = colon + 1; *p; p++)
 		if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
-			return imgfs_error_set(err, EINVAL,
-					       "invalid digest \"%.80s\": only lowercase hex allowed", s);
+			return imgfs_error_set(
+			    err, EINVAL, "invalid digest \"%.80s\": only lowercase hex allowed", s);
 	d->alg = (enum imgfs_digest_alg)alg;
 	memcpy(d->str, s, alen + 1 + hlen + 1);
 	d->hex = d->str + alen + 1;
@@ -85,7 +87,8 @@ struct imgfs_hasher *imgfs_hasher_new(enum imgfs_digest_alg alg)
 	struct imgfs_hasher *h = imgfs_xmalloc(sizeof(*h));
 	h->alg = alg;
 	h->ctx = EVP_MD_CTX_new();
-	if (!h->ctx || !EVP_DigestInit_ex(h->ctx, alg == IMGFS_SHA256 ? EVP_sha256() : EVP_sha512(), NULL))
+	if (!h->ctx ||
+	    !EVP_DigestInit_ex(h->ctx, alg == IMGFS_SHA256 ? EVP_sha256() : EVP_sha512(), NULL))
 		abort();
 	return h;
 }
@@ -116,7 +119,8 @@ void imgfs_hasher_free(struct imgfs_hasher *h)
 	free(h);
 }
 
-void imgfs_digest_buf(enum imgfs_digest_alg alg, const void *buf, size_t len, struct imgfs_digest *out)
+void imgfs_digest_buf(enum imgfs_digest_alg alg, const void *buf, size_t len,
+		      struct imgfs_digest *out)
 {
 	struct imgfs_hasher *h = imgfs_hasher_new(alg);
 	imgfs_hasher_update(h, buf, len);

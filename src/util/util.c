@@ -119,8 +119,10 @@ void imgfs_log_use_syslog(const char *ident)
 
 void imgfs_log(enum imgfs_log_level level, const char *fmt, ...)
 {
-	static const char *names[] = {[IMGFS_LOG_ERR] = "error", [IMGFS_LOG_WARN] = "warning",
-				      [IMGFS_LOG_INFO] = "info", [IMGFS_LOG_DEBUG] = "debug"};
+	static const char *names[] = {[IMGFS_LOG_ERR] = "error",
+				      [IMGFS_LOG_WARN] = "warning",
+				      [IMGFS_LOG_INFO] = "info",
+				      [IMGFS_LOG_DEBUG] = "debug"};
 	va_list ap;
 	if ((int)level > log_level)
 		return;
@@ -169,8 +171,8 @@ int imgfs_read_file(const char *path, size_t max, char **out, size_t *len, struc
 	if (!S_ISREG(st.st_mode))
 		return imgfs_error_set(err, EINVAL, "%s: not a regular file", path);
 	if ((uint64_t)st.st_size > max)
-		return imgfs_error_set(err, EFBIG, "%s: %lld bytes, more than the limit of %zu", path,
-				       (long long)st.st_size, max);
+		return imgfs_error_set(err, EFBIG, "%s: %lld bytes, more than the limit of %zu",
+				       path, (long long)st.st_size, max);
 	buf = malloc((size_t)st.st_size + 1);
 	if (!buf)
 		return imgfs_error_set(err, ENOMEM, "%s: out of memory", path);

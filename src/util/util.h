@@ -50,7 +50,7 @@ static inline int steal_fd(int *fd)
 
 /* Allocation that fails by returning NULL (callers report ENOMEM); for sizes
  * computed from untrusted input use the checked variants. */
-void *imgfs_xmalloc(size_t n);  /* aborts on OOM: only for small fixed sizes */
+void *imgfs_xmalloc(size_t n); /* aborts on OOM: only for small fixed sizes */
 char *imgfs_xstrdup(const char *s);
 char *imgfs_xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int imgfs_mul_overflow(size_t a, size_t b, size_t *out);
@@ -73,13 +73,13 @@ struct imgfs_error {
 
 /* Set err (overwrites). Returns -1 so callers can `return imgfs_error_set(...)`. */
 int imgfs_error_set(struct imgfs_error *err, int code, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 /* Like imgfs_error_set, appending ": strerror(errnum)". */
 int imgfs_error_errno(struct imgfs_error *err, int errnum, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 /* Prefix context: msg becomes "<context>: <msg>". Returns -1. */
 int imgfs_error_wrap(struct imgfs_error *err, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
 static inline void imgfs_error_clear(struct imgfs_error *err)
 {
 	err->code = 0;
@@ -88,11 +88,17 @@ static inline void imgfs_error_clear(struct imgfs_error *err)
 
 /* ---- logging ----------------------------------------------------------- */
 
-enum imgfs_log_level { IMGFS_LOG_ERR = 3, IMGFS_LOG_WARN = 4, IMGFS_LOG_INFO = 6, IMGFS_LOG_DEBUG = 7 };
+enum imgfs_log_level {
+	IMGFS_LOG_ERR = 3,
+	IMGFS_LOG_WARN = 4,
+	IMGFS_LOG_INFO = 6,
+	IMGFS_LOG_DEBUG = 7
+};
 
 /* Log to stderr (default) or syslog (after imgfs_log_use_syslog). Messages
  * above the configured level are dropped. Never pass credentials. */
-void imgfs_log(enum imgfs_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void imgfs_log(enum imgfs_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 void imgfs_log_set_level(enum imgfs_log_level level);
 void imgfs_log_use_syslog(const char *ident);
 #define imgfs_err(...) imgfs_log(IMGFS_LOG_ERR, __VA_ARGS__)
@@ -109,7 +115,7 @@ enum imgfs_digest_alg { IMGFS_SHA256 = 0, IMGFS_SHA512 = 1 };
 struct imgfs_digest {
 	enum imgfs_digest_alg alg;
 	char str[IMGFS_DIGEST_MAX]; /* full "alg:hex" */
-	const char *hex;            /* points into str */
+	const char *hex;	    /* points into str */
 };
 
 /* Parse and validate s (grammar, known algorithm, exact lowercase hex length).
@@ -128,7 +134,8 @@ void imgfs_hasher_update(struct imgfs_hasher *h, const void *buf, size_t len);
 void imgfs_hasher_final(struct imgfs_hasher *h, struct imgfs_digest *out);
 void imgfs_hasher_free(struct imgfs_hasher *h);
 /* One-shot digest of a buffer. */
-void imgfs_digest_buf(enum imgfs_digest_alg alg, const void *buf, size_t len, struct imgfs_digest *out);
+void imgfs_digest_buf(enum imgfs_digest_alg alg, const void *buf, size_t len,
+		      struct imgfs_digest *out);
 
 /* ---- files --------------------------------------------------------------- */
 

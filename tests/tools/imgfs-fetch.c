@@ -225,7 +225,8 @@ static int cmd_blob(const char *s, const char *dg, const char *file, const struc
 		close(fs.fd);
 		return die(&err);
 	}
-	rc = imgfs_registry_get_blob(r, ref.path, &d, o->offset, file_sink, &fs, &restarted, NULL, &err);
+	rc = imgfs_registry_get_blob(r, ref.path, &d, o->offset, file_sink, &fs, &restarted, NULL,
+				     &err);
 	close(fs.fd);
 	imgfs_registry_free(r);
 	imgfs_ref_destroy(&ref);

@@ -13,7 +13,7 @@ static const char *test_current;
 #define CHECK(cond)                                                                                \
 	do {                                                                                       \
 		if (!(cond)) {                                                                     \
-			fprintf(stderr, "%s:%d: %s: check failed: %s\n", __FILE__, __LINE__,      \
+			fprintf(stderr, "%s:%d: %s: check failed: %s\n", __FILE__, __LINE__,       \
 				test_current, #cond);                                              \
 			test_failures++;                                                           \
 		}                                                                                  \
