@@ -4,7 +4,7 @@
 # with --bench, also what bench/pull and bench/fs compare against.
 set -e
 export DEBIAN_FRONTEND=noninteractive
-packages="build-essential cmake pkg-config
+packages="build-essential cmake pkg-config clang-format
   libfuse3-dev fuse3 libcurl4-openssl-dev libssl-dev zlib1g-dev libarchive-dev libjansson-dev liblmdb-dev
   docker-registry skopeo umoci busybox-static zstd python3 attr curl util-linux
   apache2-utils"
