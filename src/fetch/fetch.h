@@ -160,6 +160,13 @@ void imgfs_fetched_destroy(struct imgfs_fetched *f);
 int imgfs_registry_get_manifest(struct imgfs_registry *r, const char *path, const char *reference,
 				size_t max, struct imgfs_fetched *out, struct imgfs_error *err);
 
+/* HEAD /v2/<path>/manifests/<tag>: the digest the registry would serve, from its
+ * Docker-Content-Digest header (no body is read, and Docker Hub does not count a
+ * HEAD as a pull). ENODATA when the registry sends no (valid) digest header; the
+ * same errors as imgfs_registry_get_manifest otherwise. */
+int imgfs_registry_head_manifest(struct imgfs_registry *r, const char *path, const char *tag,
+				 struct imgfs_digest *digest, struct imgfs_error *err);
+
 /* GET a small blob (config) into memory; its size must equal expected_size
  * (refused before reading when larger) and its bytes must hash to d. */
 int imgfs_registry_get_blob_mem(struct imgfs_registry *r, const char *path,

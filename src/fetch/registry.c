@@ -540,6 +540,7 @@ struct xfer {
 	const char *reference; /* tag or digest, for messages */
 	const char *accept;    /* full header line or NULL */
 	enum body_mode mode;
+	bool head;  /* HEAD: headers only */
 	size_t max; /* BODY_MEM cap */
 	imgfs_sink_fn sink;
 	void *ctx;
@@ -835,6 +836,8 @@ static CURLcode perform_hop(struct imgfs_registry *r, struct imgfs_endpoint *ep,
 		hdrs = curl_slist_append(hdrs, auth);
 	}
 	curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
+	if (x->head)
+		curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
 	if (x->mode == BODY_SINK) {
 		x->range = x->pos;
 		if (x->pos > 0) {
@@ -1275,6 +1278,34 @@ int imgfs_registry_get_manifest(struct imgfs_registry *r, const char *path, cons
 			out->digest.hex =
 			    out->digest.str + strlen(imgfs_digest_alg_name(out->digest.alg)) + 1;
 	}
+	xfer_destroy(&x);
+	return rc;
+}
+
+int imgfs_registry_head_manifest(struct imgfs_registry *r, const char *path, const char *tag,
+				 struct imgfs_digest *digest, struct imgfs_error *err)
+{
+	struct xfer x = {.what = "manifest",
+			 .path = path,
+			 .reference = tag,
+			 .accept = ACCEPT_MANIFESTS,
+			 .mode = BODY_MEM,
+			 .head = true,
+			 .max = IMGFS_MAX_MANIFEST_SIZE};
+	_cleanup_free_ char *suffix = NULL;
+	struct imgfs_error e2;
+	int rc;
+
+	if (check_path(path, err) < 0)
+		return -1;
+	if (!tag_ok(tag))
+		return imgfs_error_set(err, EINVAL, "invalid tag \"%.200s\"", tag);
+	suffix = imgfs_xasprintf("/v2/%s/manifests/%s", path, tag);
+	rc = run(r, &x, suffix, err);
+	if (rc == 0 && (!x.dcd || imgfs_digest_parse(digest, x.dcd, &e2) < 0))
+		rc =
+		    imgfs_error_set(err, ENODATA, "manifest %s/%s:%s: no digest in the HEAD answer",
+				    r->domain, path, tag);
 	xfer_destroy(&x);
 	return rc;
 }

@@ -253,6 +253,106 @@ static int reg_get_blob(void *ctx, const struct imgfs_digest *d, uint64_t offset
 				       served_by, err);
 }
 
+/* Everything rec needs is in the store: its documents, layer blobs and snapshots. */
+static bool record_complete(struct imgfs_store *s, json_t *rec)
+{
+	static const char *keys[] = {"target", "config", "index"};
+	struct imgfs_error e;
+	struct imgfs_digest d;
+	json_t *l;
+	size_t i;
+
+	for (i = 0; i < 3; i++) {
+		json_t *desc = json_object_get(rec, keys[i]);
+		if (!json_is_object(desc))
+			continue;
+		if (imgfs_digest_parse(&d, json_string_value(json_object_get(desc, "digest")), &e) <
+			0 ||
+		    !imgfs_store_has_blob(s, &d, UINT64_MAX))
+			return false;
+	}
+	json_array_foreach(json_object_get(rec, "layers"), i, l)
+	{
+		char *dir = NULL;
+		if (imgfs_digest_parse(&d, json_string_value(json_object_get(l, "digest")), &e) <
+			0 ||
+		    !imgfs_store_has_blob(s, &d, UINT64_MAX) ||
+		    imgfs_digest_parse(&d, json_string_value(json_object_get(l, "chainID")), &e) <
+			0 ||
+		    imgfs_store_snapshot_dir(s, &d, &dir, &e) < 0)
+			return false;
+		free(dir);
+	}
+	return true;
+}
+
+/*
+ * A re-pull of a tag already in the store: one HEAD tells whether the tag still
+ * names what we have (Docker Hub does not count a HEAD as a pull). True with
+ * *record set when nothing needs fetching; false to pull normally (no record,
+ * another platform asked for, no digest header, any error).
+ */
+static bool up_to_date(struct imgfs_store *s, struct imgfs_registry *r, const struct imgfs_ref *ref,
+		       const char *name, const struct imgfs_pull_opts *opts, json_t **record)
+{
+	struct imgfs_platform want = {0};
+	struct imgfs_error e = {0};
+	struct imgfs_digest head;
+	json_t *rec = NULL, *index;
+	const char *have, *plat;
+	bool ok = false;
+
+	if (ref->has_digest || imgfs_store_get_image(s, name, &rec, &e) < 0)
+		return false;
+	index = json_object_get(rec, "index");
+	have = json_string_value(json_object_get(
+	    json_is_object(index) ? index : json_object_get(rec, "target"), "digest"));
+	if (json_is_object(index) || (opts && opts->platform)) {
+		/* the same index also holds other platforms than the one we have */
+		_cleanup_free_ char *w = NULL;
+		if (want_platform(opts, &want, &e) < 0)
+			goto out;
+		w = imgfs_platform_string(&want);
+		plat = json_string_value(json_object_get(rec, "platform"));
+		if (!plat || strcmp(w, plat))
+			goto out;
+	}
+	if (!have || imgfs_registry_head_manifest(r, ref->path, ref->tag, &head, &e) < 0 ||
+	    strcmp(head.str, have) || !record_complete(s, rec))
+		goto out;
+	ok = true;
+	*record = json_incref(rec);
+out:
+	if (!ok)
+		imgfs_debug("%s: full pull (%s)", name,
+			    e.code ? e.msg : "the tag moved or content is missing");
+	imgfs_platform_destroy(&want);
+	json_decref(rec);
+	return ok;
+}
+
+/* Progress for an image found up to date: every layer already present. */
+static void report_present(const struct imgfs_pull_opts *opts, const char *name, json_t *rec)
+{
+	json_t *layers = json_object_get(rec, "layers"), *l;
+	struct imgfs_pull_layer_progress *p;
+	size_t i, n = json_array_size(layers);
+
+	if (!opts || !opts->progress || !(p = calloc(n ? n : 1, sizeof(*p))))
+		return;
+	json_array_foreach(layers, i, l)
+	{
+		p[i].digest = json_string_value(json_object_get(l, "digest"));
+		p[i].size = (uint64_t)json_integer_value(json_object_get(l, "size"));
+		p[i].downloaded = p[i].extracted = p[i].size;
+		p[i].state = IMGFS_LAYER_EXISTS;
+	}
+	opts->progress(opts->progress_ctx,
+		       &(struct imgfs_pull_progress){
+			   .name = name, .n_layers = n, .layers = p, .finished = true});
+	free(p);
+}
+
 int imgfs_pull(struct imgfs_store *s, const char *refstr, const struct imgfs_pull_opts *opts,
 	       json_t **record, struct imgfs_error *err)
 {
@@ -278,6 +378,16 @@ int imgfs_pull(struct imgfs_store *s, const char *refstr, const struct imgfs_pul
 	if (rc == 0)
 		rc = imgfs_store_lock_shared(s, err);
 	if (rc == 0) {
+		json_t *rec = NULL;
+		if (up_to_date(s, r, &ref, name, opts, &rec)) {
+			report_present(opts, name, rec);
+			if (record)
+				*record = rec;
+			else
+				json_decref(rec);
+			imgfs_store_unlock(s);
+			goto done;
+		}
 		rs = (struct registry_src){.r = r, .path = ref.path};
 		src = (struct pull_source){.get_manifest = reg_get_manifest,
 					   .get_blob_mem = reg_get_blob_mem,
@@ -288,6 +398,7 @@ int imgfs_pull(struct imgfs_store *s, const char *refstr, const struct imgfs_pul
 				record, err);
 		imgfs_store_unlock(s);
 	}
+done:
 	imgfs_registry_free(r);
 	imgfs_ref_destroy(&ref);
 	if (rc < 0)

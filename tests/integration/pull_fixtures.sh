@@ -183,8 +183,25 @@ pull_check "$store" "$REGISTRY/many:v1" "$many"
 after=$(blob_gets)
 log "features + many: $after blob GETs"
 
+mark_log
 pull_check "$store" "$REGISTRY/features:v1" "$feat"
-[ "$(blob_gets)" = "$after" ] || fail "re-pull of features fetched $(($(blob_gets) - after)) blobs"
+[ "$(blob_gets)" = 0 ] || fail "re-pull of features fetched $(blob_gets) blobs"
+# an unchanged tag costs one HEAD and no manifest GET (Docker Hub counts GETs as pulls)
+since=$(tail -n +$((LOG_MARK + 1)) "$REGISTRY_LOG")
+[ "$(grep -c '"GET /v2/features/manifests/' <<<"$since" || true)" = 0 ] ||
+	fail "re-pull of an unchanged tag GETs its manifest: $(grep manifests <<<"$since")"
+[ "$(grep -c '"HEAD /v2/features/manifests/v1 ' <<<"$since" || true)" = 1 ] ||
+	fail "re-pull of an unchanged tag: not one HEAD: $(grep manifests <<<"$since")"
+grep -q "already present" "$T/err" || fail "re-pull does not say the layers are present: $(cat "$T/err")"
+# a tag that moved is pulled again (the HEAD says so)
+push_layout "$F/features" v1 moving:v1
+pull_check "$store" "$REGISTRY/moving:v1" "$feat"
+push_layout "$F/many" v1 moving:v1
+pull_check "$store" "$REGISTRY/moving:v1" "$many"
+imgfs_ok "$store" inspect --json "$REGISTRY/moving:v1"
+[ "$(json_get "$T/out" 'd["digest"]')" = "$many" ] || fail "moving:v1 still records the old image"
+mark_log
+after=0
 
 pull_check "$store" "$REGISTRY/features@$feat" "$feat"
 [ "$(blob_gets)" = "$after" ] || fail "pull by digest of a present image fetched blobs"
