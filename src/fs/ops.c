@@ -654,19 +654,15 @@ static void fs_op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_in
 
 /* ---- xattrs, statfs ---------------------------------------------------------------- */
 
-static void fs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+/* Read an xattr value (name) or the name list (name NULL) of a passthrough
+ * inode into a buffer of size, and send the one reply: the size when size is 0,
+ * else the bytes. */
+static void reply_xattr(fuse_req_t req, struct fs_inode *in, const char *name, size_t size)
 {
-	struct fs *fs = fuse_req_userdata(req);
-	struct fs_inode *in = fs_inode_get(fs, ino);
 	_cleanup_free_ char *value = NULL;
 	char path[64];
 	ssize_t n;
 
-	if (in->kind != FS_PASS || in->type == S_IFLNK) {
-		/* symlinks: no fd-relative xattr call reaches them without following */
-		fuse_reply_err(req, ENODATA);
-		return;
-	}
 	fs_proc_path(in, path, sizeof(path));
 	if (size) {
 		value = malloc(size);
@@ -675,7 +671,7 @@ static void fs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, siz
 			return;
 		}
 	}
-	n = getxattr(path, name, value, size);
+	n = name ? getxattr(path, name, value, size) : listxattr(path, value, size);
 	if (n < 0)
 		fuse_reply_err(req, errno);
 	else if (size == 0)
@@ -684,13 +680,23 @@ static void fs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, siz
 		fuse_reply_buf(req, value, (size_t)n);
 }
 
+static void fs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+	struct fs *fs = fuse_req_userdata(req);
+	struct fs_inode *in = fs_inode_get(fs, ino);
+
+	if (in->kind != FS_PASS || in->type == S_IFLNK) {
+		/* symlinks: no fd-relative xattr call reaches them without following */
+		fuse_reply_err(req, ENODATA);
+		return;
+	}
+	reply_xattr(req, in, name, size);
+}
+
 static void fs_op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
 	struct fs *fs = fuse_req_userdata(req);
 	struct fs_inode *in = fs_inode_get(fs, ino);
-	_cleanup_free_ char *value = NULL;
-	char path[64];
-	ssize_t n;
 
 	if (in->kind != FS_PASS || in->type == S_IFLNK) {
 		if (size == 0)
@@ -699,21 +705,7 @@ static void fs_op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 			fuse_reply_buf(req, NULL, 0);
 		return;
 	}
-	fs_proc_path(in, path, sizeof(path));
-	if (size) {
-		value = malloc(size);
-		if (!value) {
-			fuse_reply_err(req, ENOMEM);
-			return;
-		}
-	}
-	n = listxattr(path, value, size);
-	if (n < 0)
-		fuse_reply_err(req, errno);
-	else if (size == 0)
-		fuse_reply_xattr(req, (size_t)n);
-	else
-		fuse_reply_buf(req, value, (size_t)n);
+	reply_xattr(req, in, NULL, size);
 }
 
 static void fs_op_statfs(fuse_req_t req, fuse_ino_t ino)
