@@ -62,6 +62,10 @@ struct fs_inode {
 	dev_t dev;
 	ino_t ino;
 	mode_t type; /* S_IFMT bits */
+	/* read-ahead (readahead.c), fs->ra_lock */
+	struct fs_ra *listing; /* a directory: its last listing */
+	struct fs_ra *ra;      /* a file: the listing it was last listed in */
+	size_t ra_idx;	       /* and its place there */
 	/* FS_VIRT (immutable after creation) */
 	char *path; /* "/alpine/3.18.3/layers" */
 	uint64_t vino;
@@ -132,6 +136,14 @@ struct fs {
 	struct fs_failure failures[FS_MAX_FAILURES]; /* pull_lock, ring */
 	size_t n_failures;			     /* pull_lock, total ever */
 	size_t pulls_running;			     /* pull_lock */
+
+	pthread_mutex_t ra_lock; /* readahead.c */
+	pthread_cond_t ra_cond;
+	struct fs_ra_job *ra_jobs, **ra_tail; /* ra_lock */
+	bool ra_stop;			      /* ra_lock */
+	double ra_last_read;		      /* ra_lock: when the last first READ came */
+	bool ra_running;
+	pthread_t ra_thread;
 };
 
 /* inode.c */
@@ -145,6 +157,10 @@ int fs_inode_pass(struct fs *fs, struct fs_view *view, int fd, struct stat *st,
 /* Find or create the virtual inode for path, counting one lookup. */
 struct fs_inode *fs_inode_virt(struct fs *fs, const char *path);
 void fs_inode_forget(struct fs *fs, struct fs_inode *in, uint64_t n);
+/* Keep fd (O_RDONLY) as in's read fd for READs: the fd kept from now on (fd,
+ * or one kept before, and fd is closed), or -1 when the fd budget is spent
+ * (fd stays the caller's). */
+int fs_inode_keep_rfd(struct fs *fs, struct fs_inode *in, int fd);
 uint64_t fs_path_ino(const char *path);
 /* The view for vpath over the backing named key, made with make() on first use. */
 struct fs_view *fs_view_get(struct fs *fs, const char *vpath, const char *key, bool immutable,
@@ -210,6 +226,23 @@ int fs_tree_make_backing(struct fs *fs, const struct fs_node *node, struct fs_ba
  * interrupted (the pull goes on). 0 or -errno. */
 int fs_pull_wait(struct fs *fs, const char *ref, fuse_req_t req);
 char *fs_status_text(struct fs *fs, size_t *len);
+
+/* readahead.c: directory read-ahead */
+struct fs_ra;
+int fs_ra_start(struct fs *fs);
+void fs_ra_stop(struct fs *fs);
+/* The listing READDIRPLUS of dir at off records into (a new one from offset
+ * 0); NULL if none can be made. Put it with fs_ra_put. */
+struct fs_ra *fs_ra_listing(struct fs *fs, struct fs_inode *dir, off_t off);
+/* Record child (attributes st), listed next: regular files and directories. */
+void fs_ra_add(struct fs *fs, struct fs_ra *ra, const struct stat *st, struct fs_inode *child);
+void fs_ra_put(struct fs *fs, struct fs_ra *ra);
+/* A READDIRPLUS chunk was recorded into ra: read ahead if files are being read. */
+void fs_ra_listed(struct fs *fs, struct fs_ra *ra);
+/* The first READ of in: read ahead the files listed after it. */
+void fs_ra_read(struct fs *fs, struct fs_inode *in);
+/* in is being freed: drop its listings. */
+void fs_ra_forget(struct fs *fs, struct fs_inode *in);
 
 /* ops.c */
 extern const struct fuse_lowlevel_ops fs_ops;

@@ -199,6 +199,7 @@ void fs_inode_forget(struct fs *fs, struct fs_inode *in, uint64_t n)
 		}
 	}
 	pthread_mutex_unlock(&fs->inode_lock);
+	fs_ra_forget(fs, in);
 	if (in->fd >= 0)
 		close(in->fd);
 	if (in->rfd >= 0) {
@@ -207,6 +208,22 @@ void fs_inode_forget(struct fs *fs, struct fs_inode *in, uint64_t n)
 	}
 	free(in->path);
 	free(in);
+}
+
+int fs_inode_keep_rfd(struct fs *fs, struct fs_inode *in, int fd)
+{
+	int expect = -1;
+
+	if (__atomic_add_fetch(&fs->rfds, 1, __ATOMIC_RELAXED) > fs->rfd_max) {
+		__atomic_sub_fetch(&fs->rfds, 1, __ATOMIC_RELAXED);
+		return -1;
+	}
+	if (__atomic_compare_exchange_n(&in->rfd, &expect, fd, false, __ATOMIC_ACQ_REL,
+					__ATOMIC_ACQUIRE))
+		return fd;
+	__atomic_sub_fetch(&fs->rfds, 1, __ATOMIC_RELAXED);
+	close(fd); /* another got there first */
+	return expect;
 }
 
 /* ---- views and backings --------------------------------------------------- */

@@ -359,28 +359,20 @@ static void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
  * written later read right. */
 static int fs_inode_read_fd(struct fs *fs, struct fs_inode *in, bool *temporary)
 {
-	int fd = __atomic_load_n(&in->rfd, __ATOMIC_ACQUIRE), mine, expect = -1;
+	int fd = __atomic_load_n(&in->rfd, __ATOMIC_ACQUIRE), kept;
 	char path[64];
 
 	*temporary = false;
 	if (fd >= 0)
 		return fd;
 	fs_proc_path(in, path, sizeof(path));
-	mine = open(path, O_RDONLY | O_CLOEXEC);
-	if (mine < 0)
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
 		return -errno;
-	if (__atomic_add_fetch(&fs->rfds, 1, __ATOMIC_RELAXED) > fs->rfd_max) {
-		/* as many cached as the fd budget allows: this one is for this READ */
-		__atomic_sub_fetch(&fs->rfds, 1, __ATOMIC_RELAXED);
-		*temporary = true;
-		return mine;
-	}
-	if (__atomic_compare_exchange_n(&in->rfd, &expect, mine, false, __ATOMIC_ACQ_REL,
-					__ATOMIC_ACQUIRE))
-		return mine;
-	__atomic_sub_fetch(&fs->rfds, 1, __ATOMIC_RELAXED);
-	close(mine); /* another READ got there first */
-	return expect;
+	kept = fs_inode_keep_rfd(fs, in, fd);
+	/* over the fd budget: this one is for this READ */
+	*temporary = kept < 0;
+	return kept < 0 ? fd : kept;
 }
 
 static void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -416,6 +408,8 @@ static void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		free(tmp.buf);
 		return;
 	}
+	if (off == 0)
+		fs_ra_read(fs, in);
 	bool temporary = false;
 	int fd = fi->fh ? (int)fi->fh : fs_inode_read_fd(fs, in, &temporary);
 	if (fd < 0) {
@@ -527,7 +521,8 @@ static void fs_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 
 /* Add one entry; false when the buffer is full. */
 static bool add_entry(fuse_req_t req, struct fs *fs, struct fs_inode *dir, char *buf, size_t size,
-		      size_t *pos, const char *name, const struct stat *st, off_t next, bool plus)
+		      size_t *pos, const char *name, const struct stat *st, off_t next, bool plus,
+		      struct fs_ra *ra)
 {
 	size_t left = size - *pos, used;
 
@@ -546,6 +541,8 @@ static bool add_entry(fuse_req_t req, struct fs *fs, struct fs_inode *dir, char 
 		used = fuse_add_direntry_plus(req, buf + *pos, left, name, &e, next);
 		if (used > left && e.ino)
 			fs_inode_forget(fs, fs_inode_get(fs, e.ino), 1);
+		else if (ra && e.ino)
+			fs_ra_add(fs, ra, &e.attr, fs_inode_get(fs, e.ino));
 	}
 	if (used > left)
 		return false;
@@ -571,12 +568,13 @@ static void readdir_fill(fuse_req_t req, struct fs *fs, struct fs_inode *in, str
 			const char *name = i == 0 ? "." : i == 1 ? ".." : d->ents[i - 2].name;
 			st.st_mode = i < 2 ? S_IFDIR : d->ents[i - 2].type;
 			st.st_ino = fs_path_ino(name);
-			if (!add_entry(req, fs, in, buf, size, &pos, name, &st, i + 1, plus))
+			if (!add_entry(req, fs, in, buf, size, &pos, name, &st, i + 1, plus, NULL))
 				break;
 		}
 		fuse_reply_buf(req, buf, pos);
 		return;
 	}
+	struct fs_ra *ra = plus ? fs_ra_listing(fs, in, off) : NULL;
 	if (off != d->offset) {
 		seekdir(d->dp, off);
 		d->entry = NULL;
@@ -589,6 +587,7 @@ static void readdir_fill(fuse_req_t req, struct fs *fs, struct fs_inode *in, str
 			if (!d->entry) {
 				if (errno && pos == 0) {
 					fuse_reply_err(req, errno);
+					fs_ra_put(fs, ra);
 					return;
 				}
 				break;
@@ -598,10 +597,14 @@ static void readdir_fill(fuse_req_t req, struct fs *fs, struct fs_inode *in, str
 		st.st_ino = d->entry->d_ino;
 		st.st_mode = (mode_t)d->entry->d_type << 12;
 		if (!add_entry(req, fs, in, buf, size, &pos, d->entry->d_name, &st, d->entry->d_off,
-			       plus))
+			       plus, ra))
 			break;
 		d->offset = d->entry->d_off;
 		d->entry = NULL;
+	}
+	if (ra) {
+		fs_ra_listed(fs, ra);
+		fs_ra_put(fs, ra);
 	}
 	fuse_reply_buf(req, buf, pos);
 }

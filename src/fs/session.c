@@ -134,6 +134,8 @@ static int fs_init(struct fs *fs, const struct imgfs_fs_opts *opts, struct imgfs
 	pthread_cond_init(&fs->pull_cond, NULL);
 	if (fs_inodes_init(fs) < 0)
 		return imgfs_error_set(err, ENOMEM, "out of memory");
+	if (fs_ra_start(fs) < 0)
+		return imgfs_error_set(err, EAGAIN, "could not start the read-ahead thread");
 	return 0;
 }
 
@@ -224,6 +226,7 @@ int imgfs_fs_main(const struct imgfs_fs_opts *opts, struct imgfs_error *err)
 		imgfs_info("imgfs: exiting with %zu pulls in progress", busy);
 		_exit(rc < 0 ? 1 : 0);
 	}
+	fs_ra_stop(fs);
 	fuse_session_destroy(fs->se);
 	imgfs_store_close(fs->store);
 	return rc < 0 ? imgfs_error_set(err, -rc, "mount %s: %s", opts->mountpoint, strerror(-rc))

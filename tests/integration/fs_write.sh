@@ -72,6 +72,23 @@ after=$(for s in "${SNAPS[@]}"; do tree_hash "$s"; done)
 [ "$before" = "$after" ] || fail "a lower snapshot changed"
 [ -e "$IMG/layers/0/$LOWLINK" ] || [ -L "$IMG/layers/0/$LOWLINK" ] || fail "layers/0 lost $LOWLINK"
 
+# --- read-ahead (reading a file reads ahead the files listed after it) opens
+# only the files that were listed, never what their names mean now: a listed
+# file replaced by a fifo with a writer waiting for a reader stays unopened
+mkdir "$R/ra" && for i in 1 2 3 4 5; do echo "file $i" >"$R/ra/f$i"; done
+sync && echo 3 >/proc/sys/vm/drop_caches # so the reads below go to the daemon
+ls -l "$R/ra" >/dev/null
+rm "$R/ra/f3" && mkfifo "$R/ra/f3"
+timeout 5 sh -c 'exec 3>"$1"; echo opened >"$2"' sh "$R/ra/f3" "$T/fifo-opened" &
+WRITER=$!
+[ "$(cat "$R/ra/f1" "$R/ra/f2" "$R/ra/f4" "$R/ra/f5")" = "$(printf 'file %s\n' 1 2 4 5)" ] ||
+	fail "files read back wrong next to the fifo"
+sleep 1
+[ -e "$T/fifo-opened" ] && fail "the daemon opened a fifo put under a listed name"
+kill "$WRITER" 2>/dev/null
+wait "$WRITER" 2>/dev/null || true
+rm -r "$R/ra"
+
 # --- EROFS everywhere else
 for p in "$IMG/x" "$IMG/layers/0/x" "$M/blobs/x" "$M/snapshots/x" "$M/x" "$M/pull/x" "$M/.imgfs/x"; do
 	if touch "$p" 2>"$T/err"; then fail "touch $p succeeded"; fi

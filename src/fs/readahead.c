@@ -1,0 +1,312 @@
+// SPDX-License-Identifier: Apache-2.0
+/*
+ * Directory read-ahead. A program that reads the files of a directory one
+ * after another (tar, cp -r, diff -r, sha256sum *, grep -r) waits for each
+ * file twice through imgfs: for the disk, and for the FUSE round trips around
+ * it; through the kernel overlay it waits for the disk alone. So when the
+ * first READ of a file comes in, a background thread has the backing
+ * filesystem read ahead the next entries of the listing that file came from,
+ * in readdir order (the order those programs go in), up to RA_FILES entries
+ * or RA_BYTES ahead: the head of each file, and each subdirectory's entries
+ * and inodes. The disk works while the round trips go on. A directory listed
+ * while files are being read (tar going down the tree) is read ahead from its
+ * first entry. A walk that only stats (find, ls -l) sends no READ and starts
+ * nothing.
+ *
+ * READDIRPLUS records a listing per passthrough directory: the inodes of its
+ * regular files and subdirectories in order. A listed inode points back at
+ * its entry (the last listing it was in), and its forget clears the entry, so
+ * the thread only ever opens inodes that are alive, through their own O_PATH
+ * fd: whatever a name has come to mean since (a fifo, a device) is never
+ * opened. The fd opened for a file is kept as its read fd (fs_inode.rfd), so
+ * its first READ does not open it again. Listings are refcounted: the
+ * directory inode, each inode that points at one, each queued job.
+ */
+#include "fs_i.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <string.h>
+#include <time.h>
+
+#define RA_FILES 32		 /* files read ahead of the one being read */
+#define RA_BYTES (32 << 20)	 /* bytes read ahead of it */
+#define RA_FILE_MAX (4 << 20)	 /* per file: its head; the rest streams */
+#define RA_MAX_ENTRIES (1 << 16) /* files remembered per listing */
+#define RA_DIR_MAX 4096		 /* entries warmed per directory */
+#define RA_READING_SECS 1.0	 /* a READ this recent: a listing is read next */
+
+struct fs_ra_ent {
+	struct fs_inode *in; /* NULL once forgotten or listed again elsewhere */
+	off_t size;
+};
+
+struct fs_ra {
+	int refs;		/* ra_lock */
+	struct fs_ra_ent *ents; /* ra_lock */
+	size_t n, cap;		/* ra_lock */
+	size_t next;		/* ra_lock: entries before it are read ahead or passed */
+};
+
+struct fs_ra_job {
+	struct fs_ra *ra;
+	size_t from, to;
+	struct fs_ra_job *next;
+};
+
+/* ra_lock held. */
+static void ra_put_locked(struct fs_ra *ra)
+{
+	if (!ra || --ra->refs > 0)
+		return;
+	free(ra->ents);
+	free(ra);
+}
+
+void fs_ra_put(struct fs *fs, struct fs_ra *ra)
+{
+	if (!ra)
+		return;
+	pthread_mutex_lock(&fs->ra_lock);
+	ra_put_locked(ra);
+	pthread_mutex_unlock(&fs->ra_lock);
+}
+
+struct fs_ra *fs_ra_listing(struct fs *fs, struct fs_inode *dir, off_t off)
+{
+	struct fs_ra *ra;
+
+	pthread_mutex_lock(&fs->ra_lock);
+	ra = dir->listing;
+	if (!ra || off == 0) {
+		/* a listing from the start: record it afresh */
+		ra = calloc(1, sizeof(*ra));
+		if (!ra) {
+			pthread_mutex_unlock(&fs->ra_lock);
+			return NULL;
+		}
+		ra->refs = 1;
+		ra_put_locked(dir->listing);
+		dir->listing = ra;
+	}
+	ra->refs++;
+	pthread_mutex_unlock(&fs->ra_lock);
+	return ra;
+}
+
+/* Forget where in was listed. ra_lock held. */
+static void unlist_locked(struct fs_inode *in)
+{
+	if (in->ra && in->ra->ents[in->ra_idx].in == in)
+		in->ra->ents[in->ra_idx].in = NULL;
+}
+
+void fs_ra_add(struct fs *fs, struct fs_ra *ra, const struct stat *st, struct fs_inode *child)
+{
+	if (!(S_ISREG(st->st_mode) && st->st_size > 0) && !S_ISDIR(st->st_mode))
+		return;
+	pthread_mutex_lock(&fs->ra_lock);
+	if (ra->n == ra->cap) {
+		size_t cap = ra->cap ? ra->cap * 2 : 64;
+		struct fs_ra_ent *e =
+		    ra->n < RA_MAX_ENTRIES ? realloc(ra->ents, cap * sizeof(*e)) : NULL;
+		if (!e)
+			goto out;
+		ra->ents = e;
+		ra->cap = cap;
+	}
+	unlist_locked(child);
+	ra->ents[ra->n].in = child;
+	ra->ents[ra->n].size = S_ISREG(st->st_mode) ? st->st_size : 0;
+	if (child->ra != ra) {
+		ra_put_locked(child->ra);
+		child->ra = ra;
+		ra->refs++;
+	}
+	child->ra_idx = ra->n++;
+out:
+	pthread_mutex_unlock(&fs->ra_lock);
+}
+
+void fs_ra_forget(struct fs *fs, struct fs_inode *in)
+{
+	if (!in->listing && !in->ra)
+		return;
+	pthread_mutex_lock(&fs->ra_lock);
+	unlist_locked(in);
+	ra_put_locked(in->listing);
+	ra_put_locked(in->ra);
+	in->listing = in->ra = NULL;
+	pthread_mutex_unlock(&fs->ra_lock);
+}
+
+static double coarse_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Queue read-ahead of the files of ra from first on, if it is not far enough
+ * ahead already. ra_lock held. */
+static void ahead_locked(struct fs *fs, struct fs_ra *ra, size_t first)
+{
+	struct fs_ra_job *job;
+	off_t bytes = 0;
+	size_t to;
+
+	if (ra->next < first)
+		ra->next = first; /* what lies behind is read already */
+	if (ra->next - first >= RA_FILES / 2)
+		return; /* still far enough ahead: wake nobody */
+	for (to = first; to < ra->n && to - first < RA_FILES && bytes < RA_BYTES; to++) {
+		off_t s = ra->ents[to].size;
+		bytes += s < RA_FILE_MAX ? s : RA_FILE_MAX;
+	}
+	if (to <= ra->next)
+		return;
+	job = malloc(sizeof(*job));
+	if (!job)
+		return;
+	*job = (struct fs_ra_job){.ra = ra, .from = ra->next, .to = to};
+	ra->refs++;
+	ra->next = to;
+	*fs->ra_tail = job;
+	fs->ra_tail = &job->next;
+	pthread_cond_signal(&fs->ra_cond);
+}
+
+void fs_ra_read(struct fs *fs, struct fs_inode *in)
+{
+	double now = coarse_now();
+
+	pthread_mutex_lock(&fs->ra_lock);
+	fs->ra_last_read = now;
+	if (in->ra && !fs->ra_stop)
+		ahead_locked(fs, in->ra, in->ra_idx + 1);
+	pthread_mutex_unlock(&fs->ra_lock);
+}
+
+void fs_ra_listed(struct fs *fs, struct fs_ra *ra)
+{
+	double now = coarse_now();
+
+	pthread_mutex_lock(&fs->ra_lock);
+	/* files are being read right now (a tar, a diff -r going down the
+	 * tree): the first files of a new listing are next */
+	if (!fs->ra_stop && now - fs->ra_last_read < RA_READING_SECS)
+		ahead_locked(fs, ra, 0);
+	pthread_mutex_unlock(&fs->ra_lock);
+}
+
+/* A directory about to be listed: read its entries and inodes into the
+ * caches now, so its READDIRPLUS finds them there. Closes pfd. */
+static void warm_dir(int pfd)
+{
+	int fd = openat(pfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *dp = fd >= 0 ? fdopendir(fd) : NULL;
+	struct dirent *de;
+	struct stat st;
+	int n = 0;
+
+	close(pfd);
+	if (!dp) {
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	while ((de = readdir(dp)) && n++ < RA_DIR_MAX) {
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+			fstatat(dirfd(dp), de->d_name, &st, AT_SYMLINK_NOFOLLOW);
+	}
+	closedir(dp);
+}
+
+/* Read ahead the head of entry i of ra: open the file's read fd (kept for
+ * the READs to come, as the first READ would) and ask for its first bytes.
+ * Through the inode's own O_PATH fd, so it is the file that was listed,
+ * whatever now has its name. ra_lock held; dropped meanwhile. */
+static void read_ahead_one(struct fs *fs, struct fs_ra *ra, size_t i)
+{
+	struct fs_inode *in = ra->ents[i].in;
+	off_t size = ra->ents[i].size;
+	bool dir = in && in->type == S_IFDIR; /* in may be forgotten once unlocked */
+	char path[64];
+	int pfd, fd;
+
+	if (!in || __atomic_load_n(&in->rfd, __ATOMIC_ACQUIRE) >= 0 || in->listing)
+		return; /* gone, or read already */
+	pfd = fcntl(in->fd, F_DUPFD_CLOEXEC, 0);
+	if (pfd < 0)
+		return;
+	pthread_mutex_unlock(&fs->ra_lock);
+	if (dir) {
+		warm_dir(pfd);
+		pthread_mutex_lock(&fs->ra_lock);
+		return;
+	}
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", pfd);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	close(pfd);
+	if (fd >= 0)
+		readahead(fd, 0, (size_t)(size < RA_FILE_MAX ? size : RA_FILE_MAX));
+	pthread_mutex_lock(&fs->ra_lock);
+	if (fd < 0)
+		return;
+	/* still listed, so not forgotten: keep the fd for its READs */
+	if (ra->ents[i].in != in || fs_inode_keep_rfd(fs, in, fd) < 0)
+		close(fd);
+}
+
+static void *ra_thread(void *arg)
+{
+	struct fs *fs = arg;
+
+	pthread_mutex_lock(&fs->ra_lock);
+	for (;;) {
+		struct fs_ra_job *job;
+		while (!fs->ra_stop && !fs->ra_jobs)
+			pthread_cond_wait(&fs->ra_cond, &fs->ra_lock);
+		if (fs->ra_stop)
+			break;
+		job = fs->ra_jobs;
+		fs->ra_jobs = job->next;
+		if (!fs->ra_jobs)
+			fs->ra_tail = &fs->ra_jobs;
+		for (size_t i = job->from; i < job->to && !fs->ra_stop; i++)
+			read_ahead_one(fs, job->ra, i);
+		ra_put_locked(job->ra);
+		free(job);
+	}
+	while (fs->ra_jobs) {
+		struct fs_ra_job *job = fs->ra_jobs;
+		fs->ra_jobs = job->next;
+		ra_put_locked(job->ra);
+		free(job);
+	}
+	pthread_mutex_unlock(&fs->ra_lock);
+	return NULL;
+}
+
+int fs_ra_start(struct fs *fs)
+{
+	pthread_mutex_init(&fs->ra_lock, NULL);
+	pthread_cond_init(&fs->ra_cond, NULL);
+	fs->ra_tail = &fs->ra_jobs;
+	if (pthread_create(&fs->ra_thread, NULL, ra_thread, fs) != 0)
+		return -1;
+	fs->ra_running = true;
+	return 0;
+}
+
+void fs_ra_stop(struct fs *fs)
+{
+	if (!fs->ra_running)
+		return;
+	pthread_mutex_lock(&fs->ra_lock);
+	fs->ra_stop = true;
+	pthread_cond_broadcast(&fs->ra_cond);
+	pthread_mutex_unlock(&fs->ra_lock);
+	pthread_join(fs->ra_thread, NULL);
+	fs->ra_running = false;
+}
