@@ -157,6 +157,8 @@ int fs_inode_pass(struct fs *fs, struct fs_view *view, int fd, struct stat *st,
 /* Find or create the virtual inode for path, counting one lookup. */
 struct fs_inode *fs_inode_virt(struct fs *fs, const char *path);
 void fs_inode_forget(struct fs *fs, struct fs_inode *in, uint64_t n);
+/* At exit: free every inode, view and backing. */
+void fs_inodes_free(struct fs *fs);
 /* Keep fd (O_RDONLY) as in's read fd for READs: the fd kept from now on (fd,
  * or one kept before, and fd is closed), or -1 when the fd budget is spent
  * (fd stays the caller's). */
@@ -218,6 +220,8 @@ struct fs_dirent {
 int fs_tree_list(struct fs *fs, const char *path, struct fs_dirent **out, size_t *n);
 void fs_dirents_free(struct fs_dirent *d, size_t n);
 
+/* Close a backing's fds and drop its snapshot holds. */
+void fs_backing_release(struct fs_backing *b);
 /* Open the backing of a view node (in b->fd); used through fs_view_get. */
 int fs_tree_make_backing(struct fs *fs, const struct fs_node *node, struct fs_backing *b);
 

@@ -179,6 +179,19 @@ struct fs_inode *fs_inode_virt(struct fs *fs, const char *path)
 	return in;
 }
 
+static void inode_free(struct fs *fs, struct fs_inode *in)
+{
+	fs_ra_forget(fs, in);
+	if (in->fd >= 0)
+		close(in->fd);
+	if (in->rfd >= 0) {
+		close(in->rfd);
+		__atomic_sub_fetch(&fs->rfds, 1, __ATOMIC_RELAXED);
+	}
+	free(in->path);
+	free(in);
+}
+
 void fs_inode_forget(struct fs *fs, struct fs_inode *in, uint64_t n)
 {
 	struct fs_inode **pp;
@@ -199,15 +212,34 @@ void fs_inode_forget(struct fs *fs, struct fs_inode *in, uint64_t n)
 		}
 	}
 	pthread_mutex_unlock(&fs->inode_lock);
-	fs_ra_forget(fs, in);
-	if (in->fd >= 0)
-		close(in->fd);
-	if (in->rfd >= 0) {
-		close(in->rfd);
-		__atomic_sub_fetch(&fs->rfds, 1, __ATOMIC_RELAXED);
+	inode_free(fs, in);
+}
+
+void fs_inodes_free(struct fs *fs)
+{
+	for (size_t i = 0; i < fs->hsize; i++) {
+		for (struct fs_inode *in = fs->htab[i], *next; in; in = next) {
+			next = in->hnext;
+			inode_free(fs, in);
+		}
 	}
-	free(in->path);
-	free(in);
+	free(fs->htab);
+	fs->htab = NULL;
+	free(fs->root_inode.path);
+	fs->root_inode.path = NULL;
+	for (struct fs_view *v = fs->views, *next; v; v = next) {
+		next = v->next;
+		free(v->vpath);
+		free(v);
+	}
+	fs->views = NULL;
+	for (struct fs_backing *b = fs->backings, *next; b; b = next) {
+		next = b->next;
+		fs_backing_release(b);
+		free(b->key);
+		free(b);
+	}
+	fs->backings = NULL;
 }
 
 int fs_inode_keep_rfd(struct fs *fs, struct fs_inode *in, int fd)

@@ -139,6 +139,19 @@ static int fs_init(struct fs *fs, const struct imgfs_fs_opts *opts, struct imgfs
 	return 0;
 }
 
+static void fs_free(struct fs *fs)
+{
+	fs_ra_stop(fs);
+	fs_inodes_free(fs);
+	fs_catalog_free_all(fs);
+	for (size_t i = 0; i < FS_MAX_FAILURES; i++) {
+		free(fs->failures[i].ref);
+		free(fs->failures[i].msg);
+	}
+	free(fs->meta_path);
+	free(fs);
+}
+
 static struct fuse_session *session_new(struct fs *fs, const struct imgfs_fs_opts *opts,
 					struct imgfs_error *err)
 {
@@ -148,6 +161,8 @@ static struct fuse_session *session_new(struct fs *fs, const struct imgfs_fs_opt
 	char *argv[] = {"imgfs", "-o", o, opts->debug ? "-d" : NULL, NULL};
 	struct fuse_args args = FUSE_ARGS_INIT(opts->debug ? 4 : 3, argv);
 	struct fuse_session *se = fuse_session_new(&args, &fs_ops, sizeof(fs_ops), fs);
+
+	fuse_opt_free_args(&args);
 
 	if (!se)
 		imgfs_error_set(err, EINVAL, "mount %s: could not create the FUSE session",
@@ -226,9 +241,9 @@ int imgfs_fs_main(const struct imgfs_fs_opts *opts, struct imgfs_error *err)
 		imgfs_info("imgfs: exiting with %zu pulls in progress", busy);
 		_exit(rc < 0 ? 1 : 0);
 	}
-	fs_ra_stop(fs);
 	fuse_session_destroy(fs->se);
 	imgfs_store_close(fs->store);
+	fs_free(fs);
 	return rc < 0 ? imgfs_error_set(err, -rc, "mount %s: %s", opts->mountpoint, strerror(-rc))
 		      : 0;
 }

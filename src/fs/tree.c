@@ -748,6 +748,16 @@ static void release_holds(struct fs_backing *b)
 	b->nholds = 0;
 }
 
+void fs_backing_release(struct fs_backing *b)
+{
+	release_holds(b);
+	if (b->fd >= 0)
+		close(b->fd);
+	if (b->lockfd >= 0)
+		close(b->lockfd);
+	b->fd = b->lockfd = -1;
+}
+
 /* Snapshot dirs of the chain ending at chain_id, top-most first, each held
  * for b. */
 static int chain_dirs(struct fs *fs, struct fs_backing *b, const char *chain_id, char ***dirs,
