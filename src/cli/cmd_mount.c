@@ -92,6 +92,8 @@ int cmd_mount(struct cli *cli, int argc, char **argv)
 	struct imgfs_fs_opts fo = {.fetch = &cli->fetch};
 	struct imgfs_error err = {0};
 	const char *config = NULL;
+	/* every -o, joined: store_dir and config point into it until the end */
+	_cleanup_free_ char *optstr = NULL;
 	int c, rc;
 
 	optind = 0;
@@ -100,12 +102,13 @@ int cmd_mount(struct cli *cli, int argc, char **argv)
 		case 'f':
 			fo.foreground = true;
 			break;
-		case 'o':
-			/* a copy that lives as long as the command: store_dir points into it */
-			rc = parse_options(cli, imgfs_xstrdup(optarg), &fo, &config);
-			if (rc)
-				return rc;
+		case 'o': {
+			char *all = optstr ? imgfs_xasprintf("%s,%s", optstr, optarg)
+					   : imgfs_xstrdup(optarg);
+			free(optstr);
+			optstr = all;
 			break;
+		}
 		case 's': /* -s (single thread) and -n (no mtab) as mount(8) may pass: ignored */
 		case 'n':
 		case 'v':
@@ -118,6 +121,11 @@ int cmd_mount(struct cli *cli, int argc, char **argv)
 	}
 	if (optind != argc - 1)
 		return cli_usage_error("mount", "expected one mount point");
+	if (optstr) {
+		rc = parse_options(cli, optstr, &fo, &config);
+		if (rc)
+			return rc;
+	}
 	if (config && strcmp(config, cli->config_path))
 		return reexec_with_config(cli, config, argc, argv);
 	fo.mountpoint = argv[optind];
