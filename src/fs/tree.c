@@ -792,6 +792,26 @@ static int chain_dirs(struct fs *fs, struct fs_backing *b, const char *chain_id,
 	return rc;
 }
 
+/*
+ * One overlay at a time may use an upper dir (two that share one are
+ * undefined behaviour): a read-write mount holds its lock file exclusively,
+ * read-only mounts shared, `imgfs reset` exclusively. 0 or -errno (EBUSY).
+ */
+static int lock_upper(struct fs *fs, const char *lock, const char *image_name, struct fs_backing *b)
+{
+	b->lockfd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (b->lockfd < 0)
+		return -errno;
+	if (flock(b->lockfd, (fs->read_only ? LOCK_SH : LOCK_EX) | LOCK_NB) == 0)
+		return 0;
+	if (errno != EWOULDBLOCK)
+		return -errno;
+	imgfs_err("fs: rootfs of %s: its upper dir is in use by another imgfs mount of this store "
+		  "(one read-write mount, or any number of -o ro mounts, at a time)",
+		  image_name);
+	return -EBUSY;
+}
+
 static int make_overlay(struct fs *fs, const char *chain_top, const char *image_name,
 			struct fs_backing *b)
 {
@@ -822,9 +842,7 @@ static int make_overlay(struct fs *fs, const char *chain_top, const char *image_
 		if (imgfs_mkdir_p(upper, 0755, &err) < 0 || imgfs_mkdir_p(work, 0700, &err) < 0) {
 			rc = -err.code;
 		} else {
-			b->lockfd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-			if (b->lockfd >= 0)
-				flock(b->lockfd, LOCK_SH);
+			rc = lock_upper(fs, lock, image_name, b);
 		}
 	}
 	if (rc == 0) {

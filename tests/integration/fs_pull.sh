@@ -3,8 +3,9 @@
 # Pulls through pull/: 16 concurrent first lookups of one reference are one
 # pull (each blob fetched once), failures answer a fitting errno with the
 # reason in .imgfs/status, an interrupted lookup leaves the pull running, a
-# second mount of one store works, and unmounting (idle, or signalled during
-# a pull) leaves no mounts and no daemon behind.
+# second mount of one store works (but for a rootfs/ the first one serves),
+# and unmounting (idle, or signalled during a pull) leaves no mounts and no
+# daemon behind.
 . "${IMGFS_SRC:-$(dirname "$0")/../..}/tests/lib/common.sh"
 . "$IMGFS_SRC/tests/integration/fs_lib.bash"
 
@@ -97,7 +98,15 @@ M2=$T/mnt2
 imgfs_mount "$S" "$M2"
 [ "$(cat "$M2/$SLOW/lab/features/v1/digest")" = "$(cat "$M/$SLOW/lab/features/v1/digest")" ] ||
 	fail "the second mount does not show the image"
-ls "$M2/$SLOW/lab/features/v1/rootfs/bin" >/dev/null || fail "rootfs through the second mount"
+ls "$M2/snapshots/"* >/dev/null || fail "snapshots through the second mount"
+# ... but not a rootfs/ the first one serves read-write: two overlays on one
+# upper dir are undefined behaviour, so the second gets EBUSY and says why
+ls "$M/$SLOW/lab/features/v1/rootfs/bin" >/dev/null || fail "rootfs through the first mount"
+ls "$M2/$SLOW/lab/features/v1/rootfs/bin" 2>"$T/err" >/dev/null &&
+	fail "a second mount served the rootfs/ the first one writes to"
+grep -q "Device or resource busy" "$T/err" || fail "rootfs/ in use elsewhere: $(cat "$T/err"), want EBUSY"
+grep -q "features:v1: its upper dir is in use by another imgfs mount" "$T/daemon.log" ||
+	fail "no reason logged for the EBUSY: $(tail -n 3 "$T/daemon.log")"
 imgfs_unmount "$M2" "$MOUNT_PID" || fail "second daemon did not exit"
 
 # --- the mount helper, run as mount(8) runs it for `mount -t fuse.imgfs` and fstab
@@ -108,7 +117,7 @@ IMGFS=$IMGFS sh "$IMGFS_SRC/mount-helper/mount.fuse.imgfs" imgfs "$M4" -o "rw,st
 on_exit umount -l "$M4"
 P4=$(pgrep -f -x "$IMGFS mount -o rw,store=$S,nosuid,nodev $M4" | head -n 1)
 [ -n "$P4" ] || fail "no daemon started by the mount helper"
-[ -d "$M4/$SLOW/lab/features/v1/rootfs/bin" ] || fail "the helper's mount does not show the image"
+[ -d "$M4/$SLOW/lab/features/v1/layers/0/bin" ] || fail "the helper's mount does not show the image"
 umount "$M4" || fail "umount $M4 failed"
 for ((i = 0; i < 100; i++)); do kill -0 "$P4" 2>/dev/null || break; sleep 0.05; done
 kill -0 "$P4" 2>/dev/null && fail "helper-started daemon still running after umount"
