@@ -66,6 +66,8 @@ struct fs_inode {
 	struct fs_ra *listing; /* a directory: its last listing */
 	struct fs_ra *ra;      /* a file: the listing it was last listed in */
 	size_t ra_idx;	       /* and its place there */
+	unsigned ra_pins;      /* the read-ahead thread is opening it */
+	bool ra_forgotten;     /* forgotten while pinned: the thread frees it */
 	/* FS_VIRT (immutable after creation) */
 	char *path; /* "/alpine/3.18.3/layers" */
 	uint64_t vino;
@@ -157,6 +159,8 @@ int fs_inode_pass(struct fs *fs, struct fs_view *view, int fd, struct stat *st,
 /* Find or create the virtual inode for path, counting one lookup. */
 struct fs_inode *fs_inode_virt(struct fs *fs, const char *path);
 void fs_inode_forget(struct fs *fs, struct fs_inode *in, uint64_t n);
+/* Close an inode's fds and free it (forgotten, out of the table). */
+void fs_inode_free(struct fs *fs, struct fs_inode *in);
 /* At exit: free every inode, view and backing. */
 void fs_inodes_free(struct fs *fs);
 /* Keep fd (O_RDONLY) as in's read fd for READs: the fd kept from now on (fd,
@@ -245,8 +249,9 @@ void fs_ra_put(struct fs *fs, struct fs_ra *ra);
 void fs_ra_listed(struct fs *fs, struct fs_ra *ra);
 /* The first READ of in: read ahead the files listed after it. */
 void fs_ra_read(struct fs *fs, struct fs_inode *in);
-/* in is being freed: drop its listings. */
-void fs_ra_forget(struct fs *fs, struct fs_inode *in);
+/* in is forgotten: drop its listings. true when the read-ahead thread is
+ * using it and will free it (fs_inode_free) when done. */
+bool fs_ra_forget(struct fs *fs, struct fs_inode *in);
 
 /* ops.c */
 extern const struct fuse_lowlevel_ops fs_ops;

@@ -179,9 +179,8 @@ struct fs_inode *fs_inode_virt(struct fs *fs, const char *path)
 	return in;
 }
 
-static void inode_free(struct fs *fs, struct fs_inode *in)
+void fs_inode_free(struct fs *fs, struct fs_inode *in)
 {
-	fs_ra_forget(fs, in);
 	if (in->fd >= 0)
 		close(in->fd);
 	if (in->rfd >= 0) {
@@ -212,7 +211,8 @@ void fs_inode_forget(struct fs *fs, struct fs_inode *in, uint64_t n)
 		}
 	}
 	pthread_mutex_unlock(&fs->inode_lock);
-	inode_free(fs, in);
+	if (!fs_ra_forget(fs, in))
+		fs_inode_free(fs, in);
 }
 
 void fs_inodes_free(struct fs *fs)
@@ -220,7 +220,8 @@ void fs_inodes_free(struct fs *fs)
 	for (size_t i = 0; i < fs->hsize; i++) {
 		for (struct fs_inode *in = fs->htab[i], *next; in; in = next) {
 			next = in->hnext;
-			inode_free(fs, in);
+			fs_ra_forget(fs, in);
+			fs_inode_free(fs, in);
 		}
 	}
 	free(fs->htab);

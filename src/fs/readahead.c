@@ -128,16 +128,19 @@ out:
 	pthread_mutex_unlock(&fs->ra_lock);
 }
 
-void fs_ra_forget(struct fs *fs, struct fs_inode *in)
+bool fs_ra_forget(struct fs *fs, struct fs_inode *in)
 {
-	if (!in->listing && !in->ra)
-		return;
+	bool pinned;
+
 	pthread_mutex_lock(&fs->ra_lock);
 	unlist_locked(in);
 	ra_put_locked(in->listing);
 	ra_put_locked(in->ra);
 	in->listing = in->ra = NULL;
+	pinned = in->ra_pins > 0;
+	in->ra_forgotten = pinned;
 	pthread_mutex_unlock(&fs->ra_lock);
+	return pinned;
 }
 
 static double coarse_now(void)
@@ -199,8 +202,8 @@ void fs_ra_listed(struct fs *fs, struct fs_ra *ra)
 	pthread_mutex_unlock(&fs->ra_lock);
 }
 
-/* A directory about to be listed: read its entries and inodes into the
- * caches now, so its READDIRPLUS finds them there. Closes pfd. */
+/* A directory about to be listed (pfd: its O_PATH fd): read its entries
+ * and inodes into the caches now, so its READDIRPLUS finds them there. */
 static void warm_dir(int pfd)
 {
 	int fd = openat(pfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -209,7 +212,6 @@ static void warm_dir(int pfd)
 	struct stat st;
 	int n = 0;
 
-	close(pfd);
 	if (!dp) {
 		if (fd >= 0)
 			close(fd);
@@ -222,40 +224,67 @@ static void warm_dir(int pfd)
 	closedir(dp);
 }
 
-/* Read ahead the head of entry i of ra: open the file's read fd (kept for
- * the READs to come, as the first READ would) and ask for its first bytes.
- * Through the inode's own O_PATH fd, so it is the file that was listed,
- * whatever now has its name. ra_lock held; dropped meanwhile. */
-static void read_ahead_one(struct fs *fs, struct fs_ra *ra, size_t i)
-{
-	struct fs_inode *in = ra->ents[i].in;
-	off_t size = ra->ents[i].size;
-	bool dir = in && in->type == S_IFDIR; /* in may be forgotten once unlocked */
-	char path[64];
-	int pfd, fd;
+struct ra_item {
+	struct fs_inode *in;
+	off_t size;
+	bool dir;
+};
 
-	if (!in || __atomic_load_n(&in->rfd, __ATOMIC_ACQUIRE) >= 0 || in->listing)
-		return; /* gone, or read already */
-	pfd = fcntl(in->fd, F_DUPFD_CLOEXEC, 0);
-	if (pfd < 0)
-		return;
-	pthread_mutex_unlock(&fs->ra_lock);
-	if (dir) {
-		warm_dir(pfd);
-		pthread_mutex_lock(&fs->ra_lock);
-		return;
-	}
-	snprintf(path, sizeof(path), "/proc/self/fd/%d", pfd);
+/* Read ahead the head of a file: open its read fd (kept for the READs to
+ * come, as the first READ would have) and ask for its first bytes. Through
+ * the inode's own O_PATH fd, so it is the file that was listed, whatever
+ * has its name now. -1 or the fd. */
+static int read_ahead_file(const struct ra_item *it)
+{
+	char path[64];
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", it->in->fd);
 	fd = open(path, O_RDONLY | O_CLOEXEC);
-	close(pfd);
 	if (fd >= 0)
-		readahead(fd, 0, (size_t)(size < RA_FILE_MAX ? size : RA_FILE_MAX));
+		readahead(fd, 0, (size_t)(it->size < RA_FILE_MAX ? it->size : RA_FILE_MAX));
+	return fd;
+}
+
+/* One job: pin the entries' inodes (so they outlive a forget), read them
+ * ahead unlocked, unpin, keep the read fds of those still remembered, and
+ * free the ones forgotten meanwhile. ra_lock held; dropped meanwhile. */
+static void run_job(struct fs *fs, const struct fs_ra_job *job)
+{
+	struct ra_item items[RA_FILES];
+	int fds[RA_FILES];
+	size_t n = 0;
+
+	for (size_t i = job->from; i < job->to && n < RA_FILES; i++) {
+		struct fs_inode *in = job->ra->ents[i].in;
+		if (!in || in->listing || __atomic_load_n(&in->rfd, __ATOMIC_ACQUIRE) >= 0)
+			continue; /* gone, or read or listed already */
+		in->ra_pins++;
+		items[n++] = (struct ra_item){in, job->ra->ents[i].size, in->type == S_IFDIR};
+	}
+	pthread_mutex_unlock(&fs->ra_lock);
+	for (size_t k = 0; k < n; k++) {
+		fds[k] = -1;
+		if (__atomic_load_n(&fs->ra_stop, __ATOMIC_RELAXED))
+			continue;
+		if (items[k].dir)
+			warm_dir(items[k].in->fd);
+		else
+			fds[k] = read_ahead_file(&items[k]);
+	}
 	pthread_mutex_lock(&fs->ra_lock);
-	if (fd < 0)
-		return;
-	/* still listed, so not forgotten: keep the fd for its READs */
-	if (ra->ents[i].in != in || fs_inode_keep_rfd(fs, in, fd) < 0)
-		close(fd);
+	for (size_t k = 0; k < n; k++) {
+		struct fs_inode *in = items[k].in;
+		items[k].in = --in->ra_pins == 0 && in->ra_forgotten ? in : NULL;
+		if (fds[k] >= 0 && (in->ra_forgotten || fs_inode_keep_rfd(fs, in, fds[k]) < 0))
+			close(fds[k]);
+	}
+	pthread_mutex_unlock(&fs->ra_lock);
+	for (size_t k = 0; k < n; k++) {
+		if (items[k].in)
+			fs_inode_free(fs, items[k].in);
+	}
+	pthread_mutex_lock(&fs->ra_lock);
 }
 
 static void *ra_thread(void *arg)
@@ -273,8 +302,7 @@ static void *ra_thread(void *arg)
 		fs->ra_jobs = job->next;
 		if (!fs->ra_jobs)
 			fs->ra_tail = &fs->ra_jobs;
-		for (size_t i = job->from; i < job->to && !fs->ra_stop; i++)
-			read_ahead_one(fs, job->ra, i);
+		run_job(fs, job);
 		ra_put_locked(job->ra);
 		free(job);
 	}
