@@ -68,6 +68,7 @@ struct fs_inode {
 	size_t ra_idx;	       /* and its place there */
 	unsigned ra_pins;      /* the read-ahead thread is opening it */
 	bool ra_forgotten;     /* forgotten while pinned: the thread frees it */
+	bool ra_done;	       /* read ahead once already */
 	/* FS_VIRT (immutable after creation) */
 	char *path; /* "/alpine/3.18.3/layers" */
 	uint64_t vino;

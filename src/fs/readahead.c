@@ -39,6 +39,7 @@
 struct fs_ra_ent {
 	struct fs_inode *in; /* NULL once forgotten or listed again elsewhere */
 	off_t size;
+	bool dir;
 };
 
 struct fs_ra {
@@ -46,11 +47,13 @@ struct fs_ra {
 	struct fs_ra_ent *ents; /* ra_lock */
 	size_t n, cap;		/* ra_lock */
 	size_t next;		/* ra_lock: entries before it are read ahead or passed */
+	size_t dnext;		/* ra_lock: the same for the walk-ahead of subdirectories */
 };
 
 struct fs_ra_job {
 	struct fs_ra *ra;
 	size_t from, to;
+	bool dirs; /* only the subdirectories */
 	struct fs_ra_job *next;
 };
 
@@ -70,28 +73,6 @@ void fs_ra_put(struct fs *fs, struct fs_ra *ra)
 	pthread_mutex_lock(&fs->ra_lock);
 	ra_put_locked(ra);
 	pthread_mutex_unlock(&fs->ra_lock);
-}
-
-struct fs_ra *fs_ra_listing(struct fs *fs, struct fs_inode *dir, off_t off)
-{
-	struct fs_ra *ra;
-
-	pthread_mutex_lock(&fs->ra_lock);
-	ra = dir->listing;
-	if (!ra || off == 0) {
-		/* a listing from the start: record it afresh */
-		ra = calloc(1, sizeof(*ra));
-		if (!ra) {
-			pthread_mutex_unlock(&fs->ra_lock);
-			return NULL;
-		}
-		ra->refs = 1;
-		ra_put_locked(dir->listing);
-		dir->listing = ra;
-	}
-	ra->refs++;
-	pthread_mutex_unlock(&fs->ra_lock);
-	return ra;
 }
 
 /* Forget where in was listed. ra_lock held. */
@@ -118,6 +99,7 @@ void fs_ra_add(struct fs *fs, struct fs_ra *ra, const struct stat *st, struct fs
 	unlist_locked(child);
 	ra->ents[ra->n].in = child;
 	ra->ents[ra->n].size = S_ISREG(st->st_mode) ? st->st_size : 0;
+	ra->ents[ra->n].dir = S_ISDIR(st->st_mode);
 	if (child->ra != ra) {
 		ra_put_locked(child->ra);
 		child->ra = ra;
@@ -150,33 +132,45 @@ static double coarse_now(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* Queue read-ahead of the files of ra from first on, if it is not far enough
- * ahead already. ra_lock held. */
-static void ahead_locked(struct fs *fs, struct fs_ra *ra, size_t first)
+/* Queue read-ahead of the entries of ra from first on (dirs: only the
+ * subdirectories), unless it is far enough ahead already. ra_lock held. */
+static void ahead_locked(struct fs *fs, struct fs_ra *ra, size_t first, bool dirs)
 {
+	size_t *cur = dirs ? &ra->dnext : &ra->next;
+	size_t ahead = 0, to;
 	struct fs_ra_job *job;
 	off_t bytes = 0;
-	size_t to;
 
-	if (ra->next < first)
-		ra->next = first; /* what lies behind is read already */
-	if (ra->next - first >= RA_FILES / 2)
-		return; /* still far enough ahead: wake nobody */
-	for (to = first; to < ra->n && to - first < RA_FILES && bytes < RA_BYTES; to++) {
-		off_t s = ra->ents[to].size;
-		bytes += s < RA_FILE_MAX ? s : RA_FILE_MAX;
+	if (fs->ra_stop)
+		return;
+	if (*cur < first)
+		*cur = first; /* what lies behind is read already */
+	for (to = first; to < ra->n && ahead < RA_FILES && bytes < RA_BYTES; to++) {
+		if (dirs && !ra->ents[to].dir)
+			continue;
+		if (to == *cur && ahead >= RA_FILES / 2)
+			return; /* still far enough ahead: wake nobody */
+		ahead++;
+		bytes += ra->ents[to].size < RA_FILE_MAX ? ra->ents[to].size : RA_FILE_MAX;
 	}
-	if (to <= ra->next)
+	if (to <= *cur)
 		return;
 	job = malloc(sizeof(*job));
 	if (!job)
 		return;
-	*job = (struct fs_ra_job){.ra = ra, .from = ra->next, .to = to};
+	*job = (struct fs_ra_job){.ra = ra, .from = *cur, .to = to, .dirs = dirs};
 	ra->refs++;
-	ra->next = to;
+	*cur = to;
 	*fs->ra_tail = job;
 	fs->ra_tail = &job->next;
 	pthread_cond_signal(&fs->ra_cond);
+}
+
+/* Files are being read (a tar, a diff -r going down the tree): read ahead
+ * files and subdirectories; else (a find, an ls -R) only subdirectories. */
+static bool reading_locked(struct fs *fs)
+{
+	return coarse_now() - fs->ra_last_read < RA_READING_SECS;
 }
 
 void fs_ra_read(struct fs *fs, struct fs_inode *in)
@@ -185,21 +179,41 @@ void fs_ra_read(struct fs *fs, struct fs_inode *in)
 
 	pthread_mutex_lock(&fs->ra_lock);
 	fs->ra_last_read = now;
-	if (in->ra && !fs->ra_stop)
-		ahead_locked(fs, in->ra, in->ra_idx + 1);
+	if (in->ra)
+		ahead_locked(fs, in->ra, in->ra_idx + 1, false);
 	pthread_mutex_unlock(&fs->ra_lock);
 }
 
 void fs_ra_listed(struct fs *fs, struct fs_ra *ra)
 {
-	double now = coarse_now();
+	pthread_mutex_lock(&fs->ra_lock);
+	ahead_locked(fs, ra, 0, !reading_locked(fs));
+	pthread_mutex_unlock(&fs->ra_lock);
+}
+
+struct fs_ra *fs_ra_listing(struct fs *fs, struct fs_inode *dir, off_t off)
+{
+	struct fs_ra *ra;
 
 	pthread_mutex_lock(&fs->ra_lock);
-	/* files are being read right now (a tar, a diff -r going down the
-	 * tree): the first files of a new listing are next */
-	if (!fs->ra_stop && now - fs->ra_last_read < RA_READING_SECS)
-		ahead_locked(fs, ra, 0);
+	ra = dir->listing;
+	if (!ra || off == 0) {
+		/* a listing from the start: record it afresh */
+		ra = calloc(1, sizeof(*ra));
+		if (!ra) {
+			pthread_mutex_unlock(&fs->ra_lock);
+			return NULL;
+		}
+		ra->refs = 1;
+		ra_put_locked(dir->listing);
+		dir->listing = ra;
+		/* going down into dir: what its parent listed after it is next */
+		if (dir->ra)
+			ahead_locked(fs, dir->ra, dir->ra_idx + 1, !reading_locked(fs));
+	}
+	ra->refs++;
 	pthread_mutex_unlock(&fs->ra_lock);
+	return ra;
 }
 
 /* A directory about to be listed (pfd: its O_PATH fd): read its entries
@@ -257,8 +271,10 @@ static void run_job(struct fs *fs, const struct fs_ra_job *job)
 
 	for (size_t i = job->from; i < job->to && n < RA_FILES; i++) {
 		struct fs_inode *in = job->ra->ents[i].in;
-		if (!in || in->listing || __atomic_load_n(&in->rfd, __ATOMIC_ACQUIRE) >= 0)
-			continue; /* gone, or read or listed already */
+		if (!in || (job->dirs && in->type != S_IFDIR) || in->listing || in->ra_done ||
+		    __atomic_load_n(&in->rfd, __ATOMIC_ACQUIRE) >= 0)
+			continue; /* gone, not asked for, or read, listed or warmed already */
+		in->ra_done = true;
 		in->ra_pins++;
 		items[n++] = (struct ra_item){in, job->ra->ents[i].size, in->type == S_IFDIR};
 	}
