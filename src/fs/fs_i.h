@@ -93,6 +93,8 @@ struct fs_catalog {
 
 /* ---- the daemon ------------------------------------------------------------ */
 
+#define FS_RA_THREADS 2 /* read-ahead threads (readahead.c) */
+
 struct fs_pull;
 
 struct fs_failure {
@@ -142,11 +144,11 @@ struct fs {
 
 	pthread_mutex_t ra_lock; /* readahead.c */
 	pthread_cond_t ra_cond;
-	struct fs_ra_job *ra_jobs, **ra_tail; /* ra_lock */
-	bool ra_stop;			      /* ra_lock */
-	double ra_last_read;		      /* ra_lock: when the last first READ came */
-	bool ra_running;
-	pthread_t ra_thread;
+	struct fs_ra_job *ra_jobs[2], **ra_tail[2]; /* ra_lock: files, subdirectories */
+	bool ra_stop;				    /* ra_lock */
+	double ra_last_read;			    /* ra_lock: when the last first READ came */
+	int ra_nthreads;
+	pthread_t ra_threads[FS_RA_THREADS];
 };
 
 /* inode.c */

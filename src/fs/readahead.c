@@ -35,6 +35,7 @@
 #define RA_MAX_ENTRIES (1 << 16) /* files remembered per listing */
 #define RA_DIR_MAX 4096		 /* entries warmed per directory */
 #define RA_READING_SECS 1.0	 /* a READ this recent: a listing is read next */
+#define RA_THREADS FS_RA_THREADS
 
 struct fs_ra_ent {
 	struct fs_inode *in; /* NULL once forgotten or listed again elsewhere */
@@ -48,12 +49,13 @@ struct fs_ra {
 	size_t n, cap;		/* ra_lock */
 	size_t next;		/* ra_lock: entries before it are read ahead or passed */
 	size_t dnext;		/* ra_lock: the same for the walk-ahead of subdirectories */
+	size_t pos;		/* ra_lock: 1 + the last entry READ: behind it, nothing to do */
 };
 
 struct fs_ra_job {
 	struct fs_ra *ra;
 	size_t from, to;
-	bool dirs; /* only the subdirectories */
+	bool dirs; /* the subdirectories, else the files */
 	struct fs_ra_job *next;
 };
 
@@ -134,11 +136,23 @@ static double coarse_now(void)
 
 /* Queue read-ahead of the entries of ra from first on (dirs: only the
  * subdirectories), unless it is far enough ahead already. ra_lock held. */
+static void queue_locked(struct fs *fs, struct fs_ra *ra, size_t from, size_t to, bool dirs)
+{
+	struct fs_ra_job *job = malloc(sizeof(*job));
+
+	if (!job)
+		return;
+	*job = (struct fs_ra_job){.ra = ra, .from = from, .to = to, .dirs = dirs};
+	ra->refs++;
+	*fs->ra_tail[dirs] = job;
+	fs->ra_tail[dirs] = &job->next;
+	pthread_cond_signal(&fs->ra_cond);
+}
+
 static void ahead_locked(struct fs *fs, struct fs_ra *ra, size_t first, bool dirs)
 {
 	size_t *cur = dirs ? &ra->dnext : &ra->next;
 	size_t ahead = 0, to;
-	struct fs_ra_job *job;
 	off_t bytes = 0;
 
 	if (fs->ra_stop)
@@ -155,15 +169,11 @@ static void ahead_locked(struct fs *fs, struct fs_ra *ra, size_t first, bool dir
 	}
 	if (to <= *cur)
 		return;
-	job = malloc(sizeof(*job));
-	if (!job)
-		return;
-	*job = (struct fs_ra_job){.ra = ra, .from = *cur, .to = to, .dirs = dirs};
-	ra->refs++;
+	/* files first: they are read next; subdirectories after them */
+	if (!dirs)
+		queue_locked(fs, ra, *cur, to, false);
+	queue_locked(fs, ra, *cur, to, true);
 	*cur = to;
-	*fs->ra_tail = job;
-	fs->ra_tail = &job->next;
-	pthread_cond_signal(&fs->ra_cond);
 }
 
 /* Files are being read (a tar, a diff -r going down the tree): read ahead
@@ -179,8 +189,11 @@ void fs_ra_read(struct fs *fs, struct fs_inode *in)
 
 	pthread_mutex_lock(&fs->ra_lock);
 	fs->ra_last_read = now;
-	if (in->ra)
+	if (in->ra) {
+		if (in->ra->pos < in->ra_idx + 1)
+			in->ra->pos = in->ra_idx + 1;
 		ahead_locked(fs, in->ra, in->ra_idx + 1, false);
+	}
 	pthread_mutex_unlock(&fs->ra_lock);
 }
 
@@ -269,9 +282,10 @@ static void run_job(struct fs *fs, const struct fs_ra_job *job)
 	int fds[RA_FILES];
 	size_t n = 0;
 
-	for (size_t i = job->from; i < job->to && n < RA_FILES; i++) {
+	for (size_t i = job->from > job->ra->pos ? job->from : job->ra->pos;
+	     i < job->to && n < RA_FILES; i++) {
 		struct fs_inode *in = job->ra->ents[i].in;
-		if (!in || (job->dirs && in->type != S_IFDIR) || in->listing || in->ra_done ||
+		if (!in || job->dirs != (in->type == S_IFDIR) || in->listing || in->ra_done ||
 		    __atomic_load_n(&in->rfd, __ATOMIC_ACQUIRE) >= 0)
 			continue; /* gone, not asked for, or read, listed or warmed already */
 		in->ra_done = true;
@@ -303,28 +317,33 @@ static void run_job(struct fs *fs, const struct fs_ra_job *job)
 	pthread_mutex_lock(&fs->ra_lock);
 }
 
+/* ra_lock held: the next job, files first; NULL when stopping. */
+static struct fs_ra_job *next_job_locked(struct fs *fs)
+{
+	for (;;) {
+		if (fs->ra_stop)
+			return NULL;
+		for (int q = 0; q < 2; q++) {
+			struct fs_ra_job *job = fs->ra_jobs[q];
+			if (!job)
+				continue;
+			fs->ra_jobs[q] = job->next;
+			if (!job->next)
+				fs->ra_tail[q] = &fs->ra_jobs[q];
+			return job;
+		}
+		pthread_cond_wait(&fs->ra_cond, &fs->ra_lock);
+	}
+}
+
 static void *ra_thread(void *arg)
 {
 	struct fs *fs = arg;
+	struct fs_ra_job *job;
 
 	pthread_mutex_lock(&fs->ra_lock);
-	for (;;) {
-		struct fs_ra_job *job;
-		while (!fs->ra_stop && !fs->ra_jobs)
-			pthread_cond_wait(&fs->ra_cond, &fs->ra_lock);
-		if (fs->ra_stop)
-			break;
-		job = fs->ra_jobs;
-		fs->ra_jobs = job->next;
-		if (!fs->ra_jobs)
-			fs->ra_tail = &fs->ra_jobs;
+	while ((job = next_job_locked(fs))) {
 		run_job(fs, job);
-		ra_put_locked(job->ra);
-		free(job);
-	}
-	while (fs->ra_jobs) {
-		struct fs_ra_job *job = fs->ra_jobs;
-		fs->ra_jobs = job->next;
 		ra_put_locked(job->ra);
 		free(job);
 	}
@@ -336,21 +355,30 @@ int fs_ra_start(struct fs *fs)
 {
 	pthread_mutex_init(&fs->ra_lock, NULL);
 	pthread_cond_init(&fs->ra_cond, NULL);
-	fs->ra_tail = &fs->ra_jobs;
-	if (pthread_create(&fs->ra_thread, NULL, ra_thread, fs) != 0)
-		return -1;
-	fs->ra_running = true;
+	for (int q = 0; q < 2; q++)
+		fs->ra_tail[q] = &fs->ra_jobs[q];
+	for (; fs->ra_nthreads < RA_THREADS; fs->ra_nthreads++) {
+		if (pthread_create(&fs->ra_threads[fs->ra_nthreads], NULL, ra_thread, fs) != 0)
+			return fs->ra_nthreads ? 0 : -1;
+	}
 	return 0;
 }
 
 void fs_ra_stop(struct fs *fs)
 {
-	if (!fs->ra_running)
-		return;
 	pthread_mutex_lock(&fs->ra_lock);
 	fs->ra_stop = true;
 	pthread_cond_broadcast(&fs->ra_cond);
 	pthread_mutex_unlock(&fs->ra_lock);
-	pthread_join(fs->ra_thread, NULL);
-	fs->ra_running = false;
+	for (; fs->ra_nthreads > 0; fs->ra_nthreads--)
+		pthread_join(fs->ra_threads[fs->ra_nthreads - 1], NULL);
+	/* jobs left queued */
+	for (int q = 0; q < 2; q++) {
+		while (fs->ra_jobs[q]) {
+			struct fs_ra_job *job = fs->ra_jobs[q];
+			fs->ra_jobs[q] = job->next;
+			ra_put_locked(job->ra);
+			free(job);
+		}
+	}
 }
