@@ -93,7 +93,7 @@ struct fs_catalog {
 
 /* ---- the daemon ------------------------------------------------------------ */
 
-#define FS_RA_THREADS 2 /* read-ahead threads (readahead.c) */
+#define FS_RA_THREADS 2 /* read-ahead threads: files, subdirectories (readahead.c) */
 
 struct fs_pull;
 
@@ -143,7 +143,7 @@ struct fs {
 	size_t pulls_running;			     /* pull_lock */
 
 	pthread_mutex_t ra_lock; /* readahead.c */
-	pthread_cond_t ra_cond;
+	pthread_cond_t ra_cond[2];
 	struct fs_ra_job *ra_jobs[2], **ra_tail[2]; /* ra_lock: files, subdirectories */
 	bool ra_stop;				    /* ra_lock */
 	double ra_last_read;			    /* ra_lock: when the last first READ came */

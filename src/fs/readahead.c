@@ -35,7 +35,6 @@
 #define RA_MAX_ENTRIES (1 << 16) /* files remembered per listing */
 #define RA_DIR_MAX 4096		 /* entries warmed per directory */
 #define RA_READING_SECS 1.0	 /* a READ this recent: a listing is read next */
-#define RA_THREADS FS_RA_THREADS
 
 struct fs_ra_ent {
 	struct fs_inode *in; /* NULL once forgotten or listed again elsewhere */
@@ -146,7 +145,7 @@ static void queue_locked(struct fs *fs, struct fs_ra *ra, size_t from, size_t to
 	ra->refs++;
 	*fs->ra_tail[dirs] = job;
 	fs->ra_tail[dirs] = &job->next;
-	pthread_cond_signal(&fs->ra_cond);
+	pthread_cond_signal(&fs->ra_cond[dirs]);
 }
 
 static void ahead_locked(struct fs *fs, struct fs_ra *ra, size_t first, bool dirs)
@@ -257,29 +256,33 @@ struct ra_item {
 	bool dir;
 };
 
-/* Read ahead the head of a file: open its read fd (kept for the READs to
- * come, as the first READ would have) and ask for its first bytes. Through
- * the inode's own O_PATH fd, so it is the file that was listed, whatever
- * has its name now. -1 or the fd. */
-static int read_ahead_file(const struct ra_item *it)
+/* Read ahead the head of a pinned file: open its read fd, keep it for the
+ * READs to come at once (as the first READ would have), and ask for the
+ * file's first bytes. Through the inode's own O_PATH fd, so it is the file
+ * that was listed, whatever has its name now. */
+static void read_ahead_file(struct fs *fs, const struct ra_item *it)
 {
 	char path[64];
-	int fd;
+	int fd, kept;
 
 	snprintf(path, sizeof(path), "/proc/self/fd/%d", it->in->fd);
 	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd >= 0)
-		readahead(fd, 0, (size_t)(it->size < RA_FILE_MAX ? it->size : RA_FILE_MAX));
-	return fd;
+	if (fd < 0)
+		return;
+	/* the pin keeps the inode, so its read fd, until this job is done */
+	kept = fs_inode_keep_rfd(fs, it->in, fd);
+	readahead(kept >= 0 ? kept : fd, 0,
+		  (size_t)(it->size < RA_FILE_MAX ? it->size : RA_FILE_MAX));
+	if (kept < 0)
+		close(fd); /* over the fd budget */
 }
 
 /* One job: pin the entries' inodes (so they outlive a forget), read them
- * ahead unlocked, unpin, keep the read fds of those still remembered, and
- * free the ones forgotten meanwhile. ra_lock held; dropped meanwhile. */
+ * ahead unlocked, unpin, and free the ones forgotten meanwhile. ra_lock
+ * held; dropped meanwhile. */
 static void run_job(struct fs *fs, const struct fs_ra_job *job)
 {
 	struct ra_item items[RA_FILES];
-	int fds[RA_FILES];
 	size_t n = 0;
 
 	for (size_t i = job->from > job->ra->pos ? job->from : job->ra->pos;
@@ -293,21 +296,16 @@ static void run_job(struct fs *fs, const struct fs_ra_job *job)
 		items[n++] = (struct ra_item){in, job->ra->ents[i].size, in->type == S_IFDIR};
 	}
 	pthread_mutex_unlock(&fs->ra_lock);
-	for (size_t k = 0; k < n; k++) {
-		fds[k] = -1;
-		if (__atomic_load_n(&fs->ra_stop, __ATOMIC_RELAXED))
-			continue;
+	for (size_t k = 0; k < n && !__atomic_load_n(&fs->ra_stop, __ATOMIC_RELAXED); k++) {
 		if (items[k].dir)
 			warm_dir(items[k].in->fd);
 		else
-			fds[k] = read_ahead_file(&items[k]);
+			read_ahead_file(fs, &items[k]);
 	}
 	pthread_mutex_lock(&fs->ra_lock);
 	for (size_t k = 0; k < n; k++) {
 		struct fs_inode *in = items[k].in;
 		items[k].in = --in->ra_pins == 0 && in->ra_forgotten ? in : NULL;
-		if (fds[k] >= 0 && (in->ra_forgotten || fs_inode_keep_rfd(fs, in, fds[k]) < 0))
-			close(fds[k]);
 	}
 	pthread_mutex_unlock(&fs->ra_lock);
 	for (size_t k = 0; k < n; k++) {
@@ -317,50 +315,54 @@ static void run_job(struct fs *fs, const struct fs_ra_job *job)
 	pthread_mutex_lock(&fs->ra_lock);
 }
 
-/* ra_lock held: the next job, files first; NULL when stopping. */
-static struct fs_ra_job *next_job_locked(struct fs *fs)
+/* One thread per queue, so warming a big directory never holds up the files
+ * about to be read: thread q serves queue q (0 files, 1 subdirectories). */
+static void ra_serve(struct fs *fs, int q)
 {
-	for (;;) {
-		if (fs->ra_stop)
-			return NULL;
-		for (int q = 0; q < 2; q++) {
-			struct fs_ra_job *job = fs->ra_jobs[q];
-			if (!job)
-				continue;
-			fs->ra_jobs[q] = job->next;
-			if (!job->next)
-				fs->ra_tail[q] = &fs->ra_jobs[q];
-			return job;
-		}
-		pthread_cond_wait(&fs->ra_cond, &fs->ra_lock);
-	}
-}
-
-static void *ra_thread(void *arg)
-{
-	struct fs *fs = arg;
-	struct fs_ra_job *job;
-
 	pthread_mutex_lock(&fs->ra_lock);
-	while ((job = next_job_locked(fs))) {
+	for (;;) {
+		struct fs_ra_job *job = fs->ra_jobs[q];
+		if (fs->ra_stop)
+			break;
+		if (!job) {
+			pthread_cond_wait(&fs->ra_cond[q], &fs->ra_lock);
+			continue;
+		}
+		fs->ra_jobs[q] = job->next;
+		if (!job->next)
+			fs->ra_tail[q] = &fs->ra_jobs[q];
 		run_job(fs, job);
 		ra_put_locked(job->ra);
 		free(job);
 	}
 	pthread_mutex_unlock(&fs->ra_lock);
+}
+
+static void *ra_files_thread(void *arg)
+{
+	ra_serve(arg, 0);
+	return NULL;
+}
+
+static void *ra_dirs_thread(void *arg)
+{
+	ra_serve(arg, 1);
 	return NULL;
 }
 
 int fs_ra_start(struct fs *fs)
 {
 	pthread_mutex_init(&fs->ra_lock, NULL);
-	pthread_cond_init(&fs->ra_cond, NULL);
-	for (int q = 0; q < 2; q++)
+	for (int q = 0; q < 2; q++) {
+		pthread_cond_init(&fs->ra_cond[q], NULL);
 		fs->ra_tail[q] = &fs->ra_jobs[q];
-	for (; fs->ra_nthreads < RA_THREADS; fs->ra_nthreads++) {
-		if (pthread_create(&fs->ra_threads[fs->ra_nthreads], NULL, ra_thread, fs) != 0)
-			return fs->ra_nthreads ? 0 : -1;
 	}
+	if (pthread_create(&fs->ra_threads[0], NULL, ra_files_thread, fs) != 0)
+		return -1;
+	fs->ra_nthreads = 1;
+	if (pthread_create(&fs->ra_threads[1], NULL, ra_dirs_thread, fs) != 0)
+		return -1;
+	fs->ra_nthreads = 2;
 	return 0;
 }
 
@@ -368,7 +370,8 @@ void fs_ra_stop(struct fs *fs)
 {
 	pthread_mutex_lock(&fs->ra_lock);
 	fs->ra_stop = true;
-	pthread_cond_broadcast(&fs->ra_cond);
+	pthread_cond_broadcast(&fs->ra_cond[0]);
+	pthread_cond_broadcast(&fs->ra_cond[1]);
 	pthread_mutex_unlock(&fs->ra_lock);
 	for (; fs->ra_nthreads > 0; fs->ra_nthreads--)
 		pthread_join(fs->ra_threads[fs->ra_nthreads - 1], NULL);
