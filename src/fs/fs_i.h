@@ -64,7 +64,7 @@ struct fs_inode {
 	mode_t type; /* S_IFMT bits */
 	/* read-ahead (readahead.c), fs->ra_lock */
 	struct fs_ra *listing; /* a directory: its last listing */
-	struct fs_ra *ra;      /* a file: the listing it was last listed in */
+	struct fs_ra *ra;      /* the listing it was last listed in */
 	size_t ra_idx;	       /* and its place there */
 	unsigned ra_pins;      /* the read-ahead thread is opening it */
 	bool ra_forgotten;     /* forgotten while pinned: the thread frees it */

@@ -1,26 +1,32 @@
 // SPDX-License-Identifier: Apache-2.0
 /*
- * Directory read-ahead. A program that reads the files of a directory one
- * after another (tar, cp -r, diff -r, sha256sum *, grep -r) waits for each
- * file twice through imgfs: for the disk, and for the FUSE round trips around
- * it; through the kernel overlay it waits for the disk alone. So when the
- * first READ of a file comes in, a background thread has the backing
- * filesystem read ahead the next entries of the listing that file came from,
- * in readdir order (the order those programs go in), up to RA_FILES entries
- * or RA_BYTES ahead: the head of each file, and each subdirectory's entries
- * and inodes. The disk works while the round trips go on. A directory listed
- * while files are being read (tar going down the tree) is read ahead from its
- * first entry. A walk that only stats (find, ls -l) sends no READ and starts
- * nothing.
+ * Read-ahead. A program that goes through a tree (tar, cp -r, diff -r,
+ * sha256sum *, find, du) waits per file or directory twice through imgfs: for
+ * the disk, and for the FUSE round trips around it; through the kernel overlay
+ * it waits for the disk alone. So the daemon has the backing filesystem read
+ * ahead what such a program asks for next, in readdir order (the order those
+ * programs go in), and the disk works while the round trips go on:
+ *
+ * - the first READ of a file reads ahead the files listed after it, up to
+ *   RA_FILES entries or RA_BYTES ahead (the head of each, RA_FILE_MAX), and
+ *   warms the subdirectories among them;
+ * - listing a directory, or going down into one, warms the entries and inodes
+ *   of the subdirectories listed next (walk-ahead), and while files are being
+ *   read (a READ in the last RA_READING_SECS) reads ahead its files too.
+ *
+ * A walk never reads file data ahead, only metadata.
  *
  * READDIRPLUS records a listing per passthrough directory: the inodes of its
  * regular files and subdirectories in order. A listed inode points back at
  * its entry (the last listing it was in), and its forget clears the entry, so
- * the thread only ever opens inodes that are alive, through their own O_PATH
+ * the threads only ever open inodes that are alive, through their own O_PATH
  * fd: whatever a name has come to mean since (a fifo, a device) is never
- * opened. The fd opened for a file is kept as its read fd (fs_inode.rfd), so
- * its first READ does not open it again. Listings are refcounted: the
- * directory inode, each inode that points at one, each queued job.
+ * opened. A job pins its inodes while it works unlocked; a forget meanwhile
+ * leaves the free to the job. The fd opened for a file is kept as its read fd
+ * (fs_inode.rfd), so its first READ does not open it again. One thread serves
+ * files, one subdirectories, so warming a big directory never holds up the
+ * files about to be read. Listings are refcounted: the directory inode, each
+ * inode that points at one, each queued job.
  */
 #include "fs_i.h"
 

@@ -135,7 +135,7 @@ static int fs_init(struct fs *fs, const struct imgfs_fs_opts *opts, struct imgfs
 	if (fs_inodes_init(fs) < 0)
 		return imgfs_error_set(err, ENOMEM, "out of memory");
 	if (fs_ra_start(fs) < 0)
-		return imgfs_error_set(err, EAGAIN, "could not start the read-ahead thread");
+		return imgfs_error_set(err, EAGAIN, "could not start the read-ahead threads");
 	return 0;
 }
 
