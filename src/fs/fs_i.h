@@ -142,6 +142,11 @@ struct fs {
 	size_t n_failures;			     /* pull_lock, total ever */
 	size_t pulls_running;			     /* pull_lock */
 
+	/* the kernel's read-ahead for this mount: raised at the first request
+	 * after INIT (session.c) */
+	char bdi_read_ahead[96]; /* /sys/class/bdi/<dev>/read_ahead_kb, or "" */
+	int bdi_read_ahead_set;	 /* atomic */
+
 	pthread_mutex_t ra_lock; /* readahead.c */
 	pthread_cond_t ra_cond[2];
 	struct fs_ra_job *ra_jobs[2], **ra_tail[2]; /* ra_lock: files, subdirectories */
@@ -255,6 +260,9 @@ void fs_ra_read(struct fs *fs, struct fs_inode *in);
 /* in is forgotten: drop its listings. true when the read-ahead thread is
  * using it and will free it (fs_inode_free) when done. */
 bool fs_ra_forget(struct fs *fs, struct fs_inode *in);
+
+/* session.c: raise the kernel's read-ahead for the mount, once, after INIT */
+void fs_raise_read_ahead(struct fs *fs);
 
 /* ops.c */
 extern const struct fuse_lowlevel_ops fs_ops;

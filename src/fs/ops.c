@@ -209,6 +209,7 @@ static void fs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct fuse_entry_param e = {0};
 	int rc;
 
+	fs_raise_read_ahead(fs);
 	if (p->kind == FS_PASS)
 		rc = fs_do_lookup_pass(fs, p, name, &e);
 	else
@@ -246,8 +247,10 @@ static void fs_op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 	struct fs *fs = fuse_req_userdata(req);
 	struct fs_inode *in = fs_inode_get(fs, ino);
 	struct stat st;
-	int rc = fs_do_getattr(fs, in, &st);
+	int rc;
 
+	fs_raise_read_ahead(fs);
+	rc = fs_do_getattr(fs, in, &st);
 	if (rc < 0)
 		fuse_reply_err(req, -rc);
 	else
