@@ -260,17 +260,19 @@ struct ra_item {
 	struct fs_inode *in;
 	off_t size;
 	bool dir;
+	int fd; /* the file's read fd, or -1 */
 };
 
 /* Read ahead the head of a pinned file: open its read fd, keep it for the
  * READs to come at once (as the first READ would have), and ask for the
  * file's first bytes. Through the inode's own O_PATH fd, so it is the file
  * that was listed, whatever has its name now. */
-static void read_ahead_file(struct fs *fs, const struct ra_item *it)
+static void read_ahead_file(struct fs *fs, struct ra_item *it)
 {
 	char path[64];
 	int fd, kept;
 
+	it->fd = -1;
 	snprintf(path, sizeof(path), "/proc/self/fd/%d", it->in->fd);
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
@@ -281,12 +283,33 @@ static void read_ahead_file(struct fs *fs, const struct ra_item *it)
 		  (size_t)(it->size < RA_FILE_MAX ? it->size : RA_FILE_MAX));
 	if (kept < 0)
 		close(fd); /* over the fd budget */
+	it->fd = kept;
+}
+
+/*
+ * Content that cannot change (layers/, snapshots/, blobs/, and rootfs/ of a
+ * read-only mount): hand the head of the file to the kernel's page cache for
+ * it (FUSE_NOTIFY_STORE), so reading it costs no READ at all. Never for a
+ * writable rootfs/: a store racing a write through the mount could leave
+ * the old bytes in the page cache.
+ */
+static void store_file(struct fs *fs, const struct ra_item *it, char *buf)
+{
+	size_t want = (size_t)(it->size < RA_FILE_MAX ? it->size : RA_FILE_MAX);
+	ssize_t n = pread(it->fd, buf, want, 0);
+
+	if (n <= 0)
+		return;
+	struct fuse_bufvec bv = FUSE_BUFVEC_INIT((size_t)n);
+	bv.buf[0].mem = buf;
+	/* -ENOENT: the kernel has forgotten the inode meanwhile */
+	fuse_lowlevel_notify_store(fs->se, fs_inode_id(fs, it->in), 0, &bv, 0);
 }
 
 /* One job: pin the entries' inodes (so they outlive a forget), read them
  * ahead unlocked, unpin, and free the ones forgotten meanwhile. ra_lock
  * held; dropped meanwhile. */
-static void run_job(struct fs *fs, const struct fs_ra_job *job)
+static void run_job(struct fs *fs, const struct fs_ra_job *job, char *buf)
 {
 	struct ra_item items[RA_FILES];
 	size_t n = 0;
@@ -299,7 +322,7 @@ static void run_job(struct fs *fs, const struct fs_ra_job *job)
 			continue; /* gone, not asked for, or read, listed or warmed already */
 		in->ra_done = true;
 		in->ra_pins++;
-		items[n++] = (struct ra_item){in, job->ra->ents[i].size, in->type == S_IFDIR};
+		items[n++] = (struct ra_item){in, job->ra->ents[i].size, in->type == S_IFDIR, -1};
 	}
 	pthread_mutex_unlock(&fs->ra_lock);
 	for (size_t k = 0; k < n && !__atomic_load_n(&fs->ra_stop, __ATOMIC_RELAXED); k++) {
@@ -307,6 +330,11 @@ static void run_job(struct fs *fs, const struct fs_ra_job *job)
 			warm_dir(items[k].in->fd);
 		else
 			read_ahead_file(fs, &items[k]);
+	}
+	/* then, the reads under way, the stores */
+	for (size_t k = 0; k < n && buf && !__atomic_load_n(&fs->ra_stop, __ATOMIC_RELAXED); k++) {
+		if (items[k].fd >= 0 && (items[k].in->view->immutable || fs->read_only))
+			store_file(fs, &items[k], buf);
 	}
 	pthread_mutex_lock(&fs->ra_lock);
 	for (size_t k = 0; k < n; k++) {
@@ -325,6 +353,8 @@ static void run_job(struct fs *fs, const struct fs_ra_job *job)
  * about to be read: thread q serves queue q (0 files, 1 subdirectories). */
 static void ra_serve(struct fs *fs, int q)
 {
+	char *buf = q == 0 ? malloc(RA_FILE_MAX) : NULL; /* for store_file */
+
 	pthread_mutex_lock(&fs->ra_lock);
 	for (;;) {
 		struct fs_ra_job *job = fs->ra_jobs[q];
@@ -337,11 +367,12 @@ static void ra_serve(struct fs *fs, int q)
 		fs->ra_jobs[q] = job->next;
 		if (!job->next)
 			fs->ra_tail[q] = &fs->ra_jobs[q];
-		run_job(fs, job);
+		run_job(fs, job, buf);
 		ra_put_locked(job->ra);
 		free(job);
 	}
 	pthread_mutex_unlock(&fs->ra_lock);
+	free(buf);
 }
 
 static void *ra_files_thread(void *arg)

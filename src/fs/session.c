@@ -276,6 +276,7 @@ int imgfs_fs_main(const struct imgfs_fs_opts *opts, struct imgfs_error *err)
 	fuse_loop_cfg_set_idle_threads(cfg, 8);
 	rc = fuse_session_loop_mt(fs->se, cfg);
 	fuse_loop_cfg_destroy(cfg);
+	fs_ra_stop(fs); /* its threads talk to the session */
 	fuse_session_unmount(fs->se);
 	fuse_remove_signal_handlers(fs->se);
 	imgfs_info("imgfs: %s unmounted", opts->mountpoint);
