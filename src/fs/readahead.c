@@ -14,7 +14,9 @@
  *   of the subdirectories listed next (walk-ahead), and while files are being
  *   read (a READ in the last RA_READING_SECS) reads ahead its files too.
  *
- * A walk never reads file data ahead, only metadata.
+ * A walk never reads file data ahead, only metadata. For content that cannot
+ * change, the heads read ahead are also stored in the kernel's page cache for
+ * the mount (store_file), so those files are read without any request.
  *
  * READDIRPLUS records a listing per passthrough directory: the inodes of its
  * regular files and subdirectories in order. A listed inode points back at
