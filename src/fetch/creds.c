@@ -15,6 +15,7 @@
 #include <jansson.h>
 #include <openssl/evp.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -171,9 +172,21 @@ static int helper_run(const char *name, const char *server, char **out, size_t *
 		free(buf);
 		return imgfs_error_errno(err, errno, "credential helper %s: fork", prog);
 	}
-	/* the server name is short: it fits in the pipe buffer */
-	if (imgfs_write_all(in[1], server, strlen(server)) < 0)
+	/* the server name is short: it fits in the pipe buffer. A helper that
+	 * is gone already (not on PATH: exit 127) makes the write raise
+	 * SIGPIPE, which would kill a process that does not ignore it, with no
+	 * message: block it for this write and take back any it raised. */
+	sigset_t pipe_set, old_set;
+	sigemptyset(&pipe_set);
+	sigaddset(&pipe_set, SIGPIPE);
+	pthread_sigmask(SIG_BLOCK, &pipe_set, &old_set);
+	if (imgfs_write_all(in[1], server, strlen(server)) < 0) {
+		const struct timespec zero = {0, 0};
 		imgfs_debug("credential helper %s: did not read its input", prog);
+		while (sigtimedwait(&pipe_set, NULL, &zero) == SIGPIPE)
+			;
+	}
+	pthread_sigmask(SIG_SETMASK, &old_set, NULL);
 	close(in[1]);
 	for (;;) {
 		ssize_t n = read(o[0], buf + len, MAX_HELPER_OUTPUT - len);
