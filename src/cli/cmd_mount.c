@@ -23,6 +23,8 @@ static int mount_usage(FILE *f)
 	      "     allow_other  let other users see the tree\n"
 	      "     ro           rootfs/ is read-only too\n"
 	      "     debug        trace every request (implies -f)\n"
+	      "     no_uring     talk to the kernel through /dev/fuse only, not FUSE\n"
+	      "                  over io_uring (used by default where the kernel has it)\n"
 	      "  rw, suid, nosuid, dev, nodev, exec, noexec, atime, noatime, auto, noauto,\n"
 	      "  user, nouser, defaults, _netdev and x-* (from fstab) are accepted and ignored.\n",
 	      f);
@@ -80,6 +82,8 @@ static int parse_options(struct cli *cli, char *opts, struct imgfs_fs_opts *fo, 
 			fo->read_only = true;
 		else if (!strcmp(o, "debug"))
 			fo->debug = fo->foreground = true;
+		else if (!strcmp(o, "no_uring"))
+			fo->no_uring = true;
 		else if (!ignored_option(o))
 			return cli_usage_error("mount", "unknown option '%s'", o);
 	}

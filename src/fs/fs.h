@@ -16,7 +16,8 @@ struct imgfs_fs_opts {
 	bool foreground;			/* else daemonize and log to syslog */
 	bool read_only;				/* -o ro: rootfs/ is read-only too */
 	bool allow_other;
-	bool debug; /* libfuse's request trace, debug logging */
+	bool debug;    /* libfuse's request trace, debug logging */
+	bool no_uring; /* -o no_uring: /dev/fuse only, never FUSE over io_uring */
 };
 
 /* Mount and serve until unmounted or signalled (SIGTERM, SIGINT, SIGHUP).

@@ -154,7 +154,22 @@ struct fs {
 	double ra_last_read;			    /* ra_lock: when the last first READ came */
 	int ra_nthreads;
 	pthread_t ra_threads[FS_RA_THREADS];
+
+	struct fs_uring *uring; /* uring.c: FUSE over io_uring, or NULL */
+	/* atomic: the session loop has ended (libfuse clears its own flag then,
+	 * and lookups waiting for a pull outside its workers must still see it) */
+	bool exiting;
 };
+
+/* uring.c: FUSE over io_uring when the kernel offers it. Setup before the
+ * session loop (0, or -errno; falls back to /dev/fuse by itself); stop after
+ * the unmount. fs_uring_buffer: where a READ reply being built on this thread
+ * is best put (the ring entry's payload), or NULL. */
+int fs_uring_setup(struct fs *fs);
+void fs_uring_stop(struct fs *fs);
+char *fs_uring_buffer(size_t size);
+/* ops.c: a LOOKUP in this directory may wait long (for a pull) */
+bool fs_lookup_may_wait(struct fs *fs, fuse_ino_t parent);
 
 /* inode.c */
 int fs_inodes_init(struct fs *fs);

@@ -150,6 +150,13 @@ static int lookup_blob(struct fs *fs, const struct fs_node *n, struct fuse_entry
 	return 0;
 }
 
+bool fs_lookup_may_wait(struct fs *fs, fuse_ino_t parent)
+{
+	const struct fs_inode *in = fs_inode_get(fs, parent);
+	return in->kind == FS_VIRT && in->path && !strncmp(in->path, "/pull", 5) &&
+	       (in->path[5] == '\0' || in->path[5] == '/');
+}
+
 static int lookup_virt(struct fs *fs, fuse_req_t req, struct fs_inode *parent, const char *name,
 		       struct fuse_entry_param *e)
 {
@@ -454,7 +461,9 @@ static void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	 * (FS_READ_AHEAD_KB) this is faster here than libfuse's splice, whose
 	 * pipe cannot hold 1 MiB and a header, and whose fallback allocates a
 	 * buffer per READ */
-	char *mem = read_buffer(size);
+	char *mem = fs_uring_buffer(size);
+	if (!mem)
+		mem = read_buffer(size);
 	ssize_t n = mem ? pread(fd, mem, size, off) : -1;
 	if (n < 0)
 		fuse_reply_err(req, mem ? errno : ENOMEM);

@@ -187,7 +187,9 @@ int fs_pull_wait(struct fs *fs, const char *given, fuse_req_t req)
 			ts.tv_nsec -= 1000000000L;
 		}
 		pthread_cond_timedwait(&fs->pull_cond, &fs->pull_lock, &ts);
-		if (!p->done && ((req && fuse_req_interrupted(req)) || fuse_session_exited(fs->se)))
+		if (!p->done &&
+		    ((req && fuse_req_interrupted(req)) || fuse_session_exited(fs->se) ||
+		     __atomic_load_n(&fs->exiting, __ATOMIC_ACQUIRE)))
 			break;
 	}
 	rc = p->done ? -p->code : -EINTR;

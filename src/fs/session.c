@@ -270,14 +270,18 @@ int imgfs_fs_main(const struct imgfs_fs_opts *opts, struct imgfs_error *err)
 	}
 	find_read_ahead(fs, opts->mountpoint);
 	imgfs_info("imgfs: serving store %s at %s", fs->root, opts->mountpoint);
+	if (!opts->no_uring)
+		fs_uring_setup(fs);
 	cfg = fuse_loop_cfg_create();
 	fuse_loop_cfg_set_clone_fd(cfg, 0);
 	fuse_loop_cfg_set_max_threads(cfg, 64);
 	fuse_loop_cfg_set_idle_threads(cfg, 8);
 	rc = fuse_session_loop_mt(fs->se, cfg);
 	fuse_loop_cfg_destroy(cfg);
+	__atomic_store_n(&fs->exiting, true, __ATOMIC_RELEASE);
 	fs_ra_stop(fs); /* its threads talk to the session */
 	fuse_session_unmount(fs->se);
+	fs_uring_stop(fs);
 	fuse_remove_signal_handlers(fs->se);
 	imgfs_info("imgfs: %s unmounted", opts->mountpoint);
 	/* Pull workers may still be running on the store: then the process

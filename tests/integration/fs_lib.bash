@@ -6,22 +6,44 @@ need_fuse() {
 	need fusermount3 findmnt
 }
 
+# The transport to the kernel: the fs tests run twice (tests/CMakeLists.txt),
+# as the daemon chooses (FUSE over io_uring where the kernel has it) and with
+# IMGFS_TEST_FS_OPTS=no_uring (/dev/fuse).
+FS_TEST_OPTS=${IMGFS_TEST_FS_OPTS:-}
+
 # imgfs_mount STORE MNT [OPTS]: run the daemon in the foreground (in the
-# background of this shell) and wait until MNT answers. Sets MOUNT_PID.
+# background of this shell) and wait until MNT answers. Sets MOUNT_PID and
+# MOUNT_LOG (its stderr).
 imgfs_mount() {
-	local store=$1 mnt=$2 opts=${3:-} i
+	local store=$1 mnt=$2 opts=${3:-} i log
+	opts=$opts${opts:+${FS_TEST_OPTS:+,}}$FS_TEST_OPTS
 	mkdir -p "$mnt"
-	"$IMGFS" --store "$store" mount -f ${opts:+-o "$opts"} "$mnt" >>"$T/daemon.log" 2>&1 &
+	log=$T/daemon.$(basename "$mnt").$RANDOM.log
+	MOUNT_LOG=$log
+	"$IMGFS" --store "$store" mount -f ${opts:+-o "$opts"} "$mnt" >"$log" 2>&1 &
 	MOUNT_PID=$!
 	on_exit imgfs_unmount "$mnt" "$MOUNT_PID"
 	for ((i = 0; i < 200; i++)); do
 		if findmnt -rn -o FSTYPE "$mnt" 2>/dev/null | grep -q '^fuse.imgfs$' && [ -e "$mnt/.imgfs/status" ]; then
+			check_transport "$log" "$opts"
 			return 0
 		fi
-		kill -0 "$MOUNT_PID" 2>/dev/null || fail "imgfs mount exited: $(tail -n 5 "$T/daemon.log")"
+		kill -0 "$MOUNT_PID" 2>/dev/null || fail "imgfs mount exited: $(tail -n 5 "$log")"
 		sleep 0.05
 	done
-	fail "imgfs mount at $mnt did not come up: $(tail -n 5 "$T/daemon.log")"
+	fail "imgfs mount at $mnt did not come up: $(tail -n 5 "$log")"
+}
+
+# check_transport LOG OPTS: the daemon talks to the kernel the way it should:
+# over io_uring where the kernel can (CONFIG_FUSE_IO_URING), unless no_uring.
+check_transport() {
+	local log=$1 opts=$2
+	if [[ ,$opts, == *,no_uring,* ]]; then
+		grep -q "FUSE over io_uring" "$log" && fail "-o no_uring, but: $(grep io_uring "$log")"
+	elif [ -e /sys/module/fuse/parameters/enable_uring ]; then
+		grep -q "FUSE over io_uring: " "$log" || fail "the kernel has FUSE over io_uring, the daemon does not use it: $(cat "$log")"
+	fi
+	return 0
 }
 
 # imgfs_unmount MNT [PID]: unmount and wait for the daemon to exit.

@@ -31,10 +31,10 @@ hold_first_blob() {
 # --- daemon mode: `imgfs mount` returns once mounted; umount ends the daemon
 S=$T/store M=$T/mnt
 mkdir -p "$M"
-"$IMGFS" --store "$S" mount "$M" 2>"$T/err" || fail "imgfs mount (daemon) failed: $(cat "$T/err")"
+"$IMGFS" --store "$S" mount ${FS_TEST_OPTS:+-o "$FS_TEST_OPTS"} "$M" 2>"$T/err" || fail "imgfs mount (daemon) failed: $(cat "$T/err")"
 on_exit umount -l "$M"
 findmnt -rn -o FSTYPE "$M" | grep -qx fuse.imgfs || fail "no fuse.imgfs mount at $M after imgfs mount returned"
-DPID=$(pgrep -f -x "$IMGFS --store $S mount $M" | head -n 1)
+DPID=$(pgrep -f -x "$IMGFS --store $S mount ${FS_TEST_OPTS:+-o $FS_TEST_OPTS }$M" | head -n 1)
 [ -n "$DPID" ] || fail "no daemon process found"
 on_exit kill "$DPID"
 
@@ -105,17 +105,17 @@ ls "$M/$SLOW/lab/features/v1/rootfs/bin" >/dev/null || fail "rootfs through the 
 ls "$M2/$SLOW/lab/features/v1/rootfs/bin" 2>"$T/err" >/dev/null &&
 	fail "a second mount served the rootfs/ the first one writes to"
 grep -q "Device or resource busy" "$T/err" || fail "rootfs/ in use elsewhere: $(cat "$T/err"), want EBUSY"
-grep -q "features:v1: its upper dir is in use by another imgfs mount" "$T/daemon.log" ||
-	fail "no reason logged for the EBUSY: $(tail -n 3 "$T/daemon.log")"
+grep -q "features:v1: its upper dir is in use by another imgfs mount" "$MOUNT_LOG" ||
+	fail "no reason logged for the EBUSY: $(tail -n 3 "$MOUNT_LOG")"
 imgfs_unmount "$M2" "$MOUNT_PID" || fail "second daemon did not exit"
 
 # --- the mount helper, run as mount(8) runs it for `mount -t fuse.imgfs` and fstab
 M4=$T/mnt4
 mkdir -p "$M4"
-IMGFS=$IMGFS sh "$IMGFS_SRC/mount-helper/mount.fuse.imgfs" imgfs "$M4" -o "rw,store=$S,nosuid,nodev" 2>"$T/err" ||
+IMGFS=$IMGFS sh "$IMGFS_SRC/mount-helper/mount.fuse.imgfs" imgfs "$M4" -o "rw,store=$S,nosuid,nodev${FS_TEST_OPTS:+,$FS_TEST_OPTS}" 2>"$T/err" ||
 	fail "mount.fuse.imgfs failed: $(cat "$T/err")"
 on_exit umount -l "$M4"
-P4=$(pgrep -f -x "$IMGFS mount -o rw,store=$S,nosuid,nodev $M4" | head -n 1)
+P4=$(pgrep -f -x "$IMGFS mount -o rw,store=$S,nosuid,nodev${FS_TEST_OPTS:+,$FS_TEST_OPTS} $M4" | head -n 1)
 [ -n "$P4" ] || fail "no daemon started by the mount helper"
 [ -d "$M4/$SLOW/lab/features/v1/layers/0/bin" ] || fail "the helper's mount does not show the image"
 umount "$M4" || fail "umount $M4 failed"
@@ -133,7 +133,7 @@ no_store_mounts "$S"
 # --- SIGTERM during a pull: the daemon exits, the lookup fails, nothing remains
 S3=$T/store3 M3=$T/mnt3
 imgfs_mount "$S3" "$M3"
-hold_first_blob 10
+hold_first_blob 30 # far longer than the 10 s the daemon gets to exit
 ls "$M3/pull/$SLOW/lab/many2:v1" >/dev/null 2>&1 &
 LSPID=$!
 for ((i = 0; i < 200; i++)); do grep -q "^pull " "$M3/.imgfs/status" 2>/dev/null && break; sleep 0.02; done
