@@ -13,6 +13,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/statvfs.h>
 #include <sys/xattr.h>
 
@@ -81,6 +82,26 @@ int fs_do_getattr(struct fs *fs, struct fs_inode *in, struct stat *st)
 
 /* ---- lookup -------------------------------------------------------------------- */
 
+/* Once per mount: lookups fail with EMFILE, and the log should say why. */
+static void warn_out_of_fds(struct fs *fs)
+{
+	static int warned;
+	struct rlimit rl = {0};
+	size_t inodes;
+
+	if (__atomic_exchange_n(&warned, 1, __ATOMIC_RELAXED))
+		return;
+	getrlimit(RLIMIT_NOFILE, &rl);
+	pthread_mutex_lock(&fs->inode_lock);
+	inodes = fs->hcount;
+	pthread_mutex_unlock(&fs->inode_lock);
+	imgfs_warn(
+	    "fs: out of open files (limit %llu): each of the %zu files and directories the "
+	    "kernel remembers holds one, and lookups fail with EMFILE until it forgets some; "
+	    "raise the daemon's RLIMIT_NOFILE (LimitNOFILE=, or the hard limit of the shell)",
+	    (unsigned long long)rl.rlim_cur, inodes);
+}
+
 /* Fill e for a passthrough child of parent named name. */
 int fs_do_lookup_pass(struct fs *fs, struct fs_inode *parent, const char *name,
 		      struct fuse_entry_param *e)
@@ -89,8 +110,12 @@ int fs_do_lookup_pass(struct fs *fs, struct fs_inode *parent, const char *name,
 	int fd, rc;
 
 	fd = openat(parent->fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
+	if (fd < 0) {
+		rc = -errno;
+		if (rc == -EMFILE)
+			warn_out_of_fds(fs);
+		return rc;
+	}
 	rc = fs_inode_pass(fs, parent->view, fd, &e->attr, &in);
 	if (rc < 0)
 		return rc;
@@ -736,8 +761,7 @@ static void fs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, siz
 	struct fs *fs = fuse_req_userdata(req);
 	struct fs_inode *in = fs_inode_get(fs, ino);
 
-	if (in->kind != FS_PASS || in->type == S_IFLNK) {
-		/* symlinks: no fd-relative xattr call reaches them without following */
+	if (in->kind != FS_PASS) {
 		fuse_reply_err(req, ENODATA);
 		return;
 	}
@@ -749,7 +773,7 @@ static void fs_op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 	struct fs *fs = fuse_req_userdata(req);
 	struct fs_inode *in = fs_inode_get(fs, ino);
 
-	if (in->kind != FS_PASS || in->type == S_IFLNK) {
+	if (in->kind != FS_PASS) {
 		if (size == 0)
 			fuse_reply_xattr(req, 0);
 		else

@@ -344,8 +344,6 @@ void fs_op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char
 	int err = 0;
 
 	in = writable(req, ino, &err);
-	if (in && in->type == S_IFLNK)
-		err = EPERM; /* user.* xattrs are not allowed on symlinks anyway */
 	if (!err) {
 		fs_proc_path(in, path, sizeof(path));
 		if (setxattr(path, name, value, size, flags) < 0)
@@ -361,8 +359,6 @@ void fs_op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 	int err = 0;
 
 	in = writable(req, ino, &err);
-	if (in && in->type == S_IFLNK)
-		err = ENODATA;
 	if (!err) {
 		fs_proc_path(in, path, sizeof(path));
 		if (removexattr(path, name) < 0)

@@ -50,6 +50,15 @@ ln "$R/trunc" "$R/hard" && [ "$(stat -c %h "$R/trunc")" = 2 ] || fail "hardlink 
 [ "$(stat -c %i "$R/trunc")" = "$(stat -c %i "$R/hard")" ] || fail "hardlinks with different inode numbers"
 setfattr -n user.test -v yes "$R/newfile" || fail "setfattr failed"
 [ "$(getfattr --absolute-names --only-values -n user.test "$R/newfile")" = yes ] || fail "getfattr after setfattr"
+# xattrs of a symlink itself (trusted.*: user.* ones are not allowed on symlinks)
+setfattr -h -n trusted.test -v onlink "$R/sym" || fail "setfattr -h on a symlink failed"
+[ "$(getfattr -h --absolute-names --only-values -n trusted.test "$R/sym")" = onlink ] ||
+	fail "getfattr -h of a symlink's xattr through the mount"
+[ "$(getfattr -h --absolute-names --only-values -n trusted.test "$U/sym")" = onlink ] ||
+	fail "a symlink's xattr did not land on the symlink in the upper dir"
+setfattr -h -n user.test -v no "$R/sym" 2>/dev/null && fail "user.* xattr set on a symlink"
+setfattr -h -x trusted.test "$R/sym" || fail "setfattr -h -x on a symlink failed"
+getfattr -h --absolute-names -n trusted.test "$R/sym" 2>/dev/null && fail "removed symlink xattr still there"
 mknod "$R/fifo" p && [ -p "$R/fifo" ] || fail "mknod fifo failed"
 mknod "$R/null2" c 1 3 && [ -c "$R/null2" ] || fail "mknod char device failed"
 # a new file belongs to its creator
