@@ -105,6 +105,7 @@ struct fs_uring {
 	int nthreads;
 	struct uring_thread *threads;
 	int init_seen; /* atomic: the INIT reply went out */
+	int serving;   /* atomic: a request came through a ring */
 	int stop;      /* atomic */
 	pthread_mutex_t away_lock;
 	pthread_cond_t away_cond;
@@ -320,6 +321,9 @@ static void ent_handle(struct uring_ent *e)
 	uint32_t psz = e->hdr->ent.payload_sz;
 	size_t oplen;
 
+	if (!__atomic_exchange_n(&u->serving, 1, __ATOMIC_RELAXED))
+		imgfs_info("fs: FUSE over io_uring: serving (%d queues, %d threads each)",
+			   u->nthreads / FS_URING_THREADS, FS_URING_THREADS);
 	memcpy(&in, e->hdr->in_out, sizeof(in));
 	e->commit_id = e->hdr->ent.commit_id;
 	e->unique = in.unique;
@@ -451,8 +455,6 @@ static ssize_t uring_writev(int fd, struct iovec *iov, int count, void *userdata
 			init->flags2 |= (uint32_t)(URING_INIT_FLAG >> 32);
 		ssize_t n = writev(fd, iov, count);
 		if (n >= 0 && ask) {
-			imgfs_info("fs: FUSE over io_uring: %d queues, %d threads each",
-				   u->nthreads / FS_URING_THREADS, FS_URING_THREADS);
 			for (int i = 0; i < u->nthreads; i++) {
 				struct uring_thread *t = &u->threads[i];
 				t->started =

@@ -25,7 +25,7 @@ imgfs_mount() {
 	on_exit imgfs_unmount "$mnt" "$MOUNT_PID"
 	for ((i = 0; i < 200; i++)); do
 		if findmnt -rn -o FSTYPE "$mnt" 2>/dev/null | grep -q '^fuse.imgfs$' && [ -e "$mnt/.imgfs/status" ]; then
-			check_transport "$log" "$opts"
+			check_transport "$mnt" "$log" "$opts"
 			return 0
 		fi
 		kill -0 "$MOUNT_PID" 2>/dev/null || fail "imgfs mount exited: $(tail -n 5 "$log")"
@@ -34,14 +34,22 @@ imgfs_mount() {
 	fail "imgfs mount at $mnt did not come up: $(tail -n 5 "$log")"
 }
 
-# check_transport LOG OPTS: the daemon talks to the kernel the way it should:
-# over io_uring where the kernel can (CONFIG_FUSE_IO_URING), unless no_uring.
+# check_transport MNT LOG OPTS: the daemon talks to the kernel the way it
+# should: over io_uring where the kernel can (CONFIG_FUSE_IO_URING, io_uring
+# not disabled by sysctl), unless no_uring. The daemon logs when the first
+# request comes through a ring; the rings are ready a moment after INIT.
 check_transport() {
-	local log=$1 opts=$2
+	local mnt=$1 log=$2 opts=$3 i
 	if [[ ,$opts, == *,no_uring,* ]]; then
 		grep -q "FUSE over io_uring" "$log" && fail "-o no_uring, but: $(grep io_uring "$log")"
-	elif [ -e /sys/module/fuse/parameters/enable_uring ]; then
-		grep -q "FUSE over io_uring: " "$log" || fail "the kernel has FUSE over io_uring, the daemon does not use it: $(cat "$log")"
+	elif [ -e /sys/module/fuse/parameters/enable_uring ] &&
+		[ "$(cat /proc/sys/kernel/io_uring_disabled 2>/dev/null || echo 0)" != 2 ]; then
+		for ((i = 0; i < 100; i++)); do
+			grep -q "FUSE over io_uring: serving" "$log" && return 0
+			cat "$mnt/.imgfs/status" >/dev/null
+			sleep 0.02
+		done
+		fail "the kernel has FUSE over io_uring, the daemon does not serve through it: $(cat "$log")"
 	fi
 	return 0
 }
