@@ -109,6 +109,18 @@ check_rootfs "$M/$REGISTRY/lab/zstd/v1/rootfs" "$F/zstd" ref-gzip
 "$PY" "$TREECMP" "$M/snapshots/${CHAINS[nl - 1]}" "$IMG/rootfs" >"$T/cmp" 2>&1 ||
 	fail "snapshots/<top chainID> differs from rootfs/: $(head -n 20 "$T/cmp")"
 
+# --- readers on both CPUs at once (one ring per CPU over io_uring) read the same bytes
+if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
+	sync
+	echo 3 >/proc/sys/vm/drop_caches
+	(cd "$IMG/rootfs" && taskset -c 0 tar cf - . | sha256sum) >"$T/cpu0" &
+	(cd "$IMG/rootfs" && taskset -c 1 tar cf - . | sha256sum) >"$T/cpu1"
+	wait $!
+	(cd "$IMG/rootfs" && tar cf - . | sha256sum) >"$T/cpu-any"
+	cmp -s "$T/cpu0" "$T/cpu1" && cmp -s "$T/cpu0" "$T/cpu-any" ||
+		fail "concurrent reads on two CPUs differ: $(cat "$T/cpu0" "$T/cpu1" "$T/cpu-any")"
+fi
+
 # --- pull by digest: shown as @sha256:<hex>
 ls "$M/pull/$REGISTRY/lab/features@$d" >/dev/null || fail "pull by digest failed: $(tail -n 3 "$M/.imgfs/status")"
 [ -d "$M/$REGISTRY/lab/features/v1" ] || fail "image dir gone after a digest lookup"
