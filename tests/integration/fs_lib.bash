@@ -35,14 +35,15 @@ imgfs_mount() {
 }
 
 # check_transport MNT LOG OPTS: the daemon talks to the kernel the way it
-# should: over io_uring where the kernel can (CONFIG_FUSE_IO_URING, io_uring
-# not disabled by sysctl), unless no_uring. The daemon logs when the first
-# request comes through a ring; the rings are ready a moment after INIT.
+# should: over io_uring where the kernel allows it (CONFIG_FUSE_IO_URING, its
+# enable_uring switch on, which the daemon does where sysfs is writable, and
+# io_uring not disabled by sysctl), unless no_uring. The daemon logs when the
+# first request comes through a ring; the rings are ready a moment after INIT.
 check_transport() {
 	local mnt=$1 log=$2 opts=$3 i
 	if [[ ,$opts, == *,no_uring,* ]]; then
 		grep -q "FUSE over io_uring" "$log" && fail "-o no_uring, but: $(grep io_uring "$log")"
-	elif [ -e /sys/module/fuse/parameters/enable_uring ] &&
+	elif [ "$(cat /sys/module/fuse/parameters/enable_uring 2>/dev/null)" = Y ] &&
 		[ "$(cat /proc/sys/kernel/io_uring_disabled 2>/dev/null || echo 0)" != 2 ]; then
 		for ((i = 0; i < 100; i++)); do
 			grep -q "FUSE over io_uring: serving" "$log" && return 0
