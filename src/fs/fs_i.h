@@ -162,10 +162,10 @@ struct fs {
 };
 
 /* uring.c: FUSE over io_uring when the kernel offers it. Setup before the
- * session loop (0, or -errno; falls back to /dev/fuse by itself); stop after
- * the unmount. fs_uring_buffer: where a READ reply being built on this thread
- * is best put (the ring entry's payload), or NULL. */
-int fs_uring_setup(struct fs *fs);
+ * session loop (else, or if it fails, /dev/fuse is used); stop after the
+ * unmount. fs_uring_buffer: where a READ reply being built on this thread is
+ * best put (the ring entry's payload), or NULL. */
+void fs_uring_setup(struct fs *fs);
 void fs_uring_stop(struct fs *fs);
 char *fs_uring_buffer(size_t size);
 /* ops.c: a LOOKUP in this directory may wait long (for a pull) */

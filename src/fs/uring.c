@@ -28,6 +28,7 @@
 #include <linux/io_uring.h>
 #include <poll.h>
 #include <sched.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
@@ -508,18 +509,43 @@ static bool kernel_allows_uring(void)
 	return ok;
 }
 
-int fs_uring_setup(struct fs *fs)
+/* The kernel has a queue per possible CPU, numbered by CPU, and uses the
+ * rings once every queue has an entry. */
+static int possible_cpus(void)
+{
+	char buf[256];
+	FILE *f = fopen("/sys/devices/system/cpu/possible", "re");
+	int max = -1;
+
+	if (f && fgets(buf, sizeof(buf), f)) {
+		for (char *p = buf; *p;) {
+			char *end;
+			long n = strtol(p, &end, 10);
+			if (end == p)
+				break;
+			if (n > max)
+				max = (int)n;
+			p = *end ? end + 1 : end; /* past '-', ',' or '\n' */
+		}
+	}
+	if (f)
+		fclose(f);
+	return max >= 0 ? max + 1 : get_nprocs_conf();
+}
+
+void fs_uring_setup(struct fs *fs)
 {
 	struct fs_uring *u;
-	int ncpu = get_nprocs_conf();
 
 	if (!kernel_allows_uring()) {
 		imgfs_debug("fs: the kernel has no FUSE over io_uring: using /dev/fuse");
-		return 0;
+		return;
 	}
 	u = calloc(1, sizeof(*u));
 	if (!u)
-		return -ENOMEM;
+		return;
+	pthread_mutex_init(&u->away_lock, NULL);
+	pthread_cond_init(&u->away_cond, NULL);
 	u->fs = fs;
 	u->devfd = fuse_session_fd(fs->se);
 	/* the kernel wants room for its biggest request: max_pages pages (libfuse
@@ -527,12 +553,10 @@ int fs_uring_setup(struct fs *fs)
 	u->payload_size = (size_t)256 * (size_t)sysconf(_SC_PAGESIZE);
 	if (u->payload_size < (1u << 20))
 		u->payload_size = 1u << 20;
-	u->nthreads = ncpu * FS_URING_THREADS;
+	u->nthreads = possible_cpus() * FS_URING_THREADS;
 	u->threads = calloc((size_t)u->nthreads, sizeof(*u->threads));
 	if (!u->threads)
 		goto fail;
-	pthread_mutex_init(&u->away_lock, NULL);
-	pthread_cond_init(&u->away_cond, NULL);
 	for (int i = 0; i < u->nthreads; i++) {
 		u->threads[i].ring.fd = -1;
 		u->threads[i].evfd = -1;
@@ -565,16 +589,12 @@ int fs_uring_setup(struct fs *fs)
 	    .splice_receive = uring_splice_receive,
 	};
 	fs->uring = u;
-	if (fuse_session_custom_io(fs->se, &io, u->devfd) != 0) {
-		fs->uring = NULL;
-		goto fail;
-	}
-	return 0;
+	if (fuse_session_custom_io(fs->se, &io, u->devfd) == 0)
+		return;
 fail:
 	imgfs_warn("fs: FUSE over io_uring not set up (%s); using /dev/fuse", strerror(errno));
 	fs->uring = u;
 	fs_uring_stop(fs);
-	return 0;
 }
 
 void fs_uring_stop(struct fs *fs)
