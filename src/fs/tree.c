@@ -812,6 +812,23 @@ static int lock_upper(struct fs *fs, const char *lock, const char *image_name, s
 	return -EBUSY;
 }
 
+/* Append a copy of dir to the NULL-terminated list dirs of n. 0 or -errno. */
+static int append_dir(char ***dirs, size_t *n, const char *dir)
+{
+	struct imgfs_error err = {0};
+	char **more;
+
+	if (imgfs_mkdir_p(dir, 0755, &err) < 0)
+		return -err.code;
+	more = realloc(*dirs, (*n + 2) * sizeof(char *));
+	if (!more)
+		return -ENOMEM;
+	*dirs = more;
+	more[(*n)++] = imgfs_xstrdup(dir);
+	more[*n] = NULL;
+	return 0;
+}
+
 static int make_overlay(struct fs *fs, const char *chain_top, const char *image_name,
 			struct fs_backing *b)
 {
@@ -827,17 +844,8 @@ static int make_overlay(struct fs *fs, const char *chain_top, const char *image_
 
 	if (chain_top)
 		rc = chain_dirs(fs, b, chain_top, &dirs, &n);
-	if (rc == 0 && (!image_name || n == 0)) {
-		/* overlay wants two lowers without an upper dir; an empty one changes nothing */
-		if (imgfs_mkdir_p(empty, 0755, &err) < 0)
-			rc = -err.code;
-		char **more = realloc(dirs, (n + 2) * sizeof(char *));
-		if (more) {
-			dirs = more;
-			dirs[n++] = imgfs_xstrdup(empty);
-			dirs[n] = NULL;
-		}
-	}
+	if (rc == 0 && n == 0) /* overlay needs a lower dir: an empty one changes nothing */
+		rc = append_dir(&dirs, &n, empty);
 	if (rc == 0 && image_name) {
 		if (imgfs_mkdir_p(upper, 0755, &err) < 0 || imgfs_mkdir_p(work, 0700, &err) < 0) {
 			rc = -err.code;
@@ -849,6 +857,16 @@ static int make_overlay(struct fs *fs, const char *chain_top, const char *image_
 		int fd = fs_overlay_detached((const char *const *)dirs, n,
 					     image_name ? upper : NULL, image_name ? work : NULL,
 					     !image_name || fs->read_only, &err);
+		if (fd < 0 && !image_name && n == 1 && append_dir(&dirs, &n, empty) == 0) {
+			/* older kernels want two lowers without an upper dir. Only
+			 * then: a lowest layer of its own changes the order in which
+			 * the merged root is listed (overlayfs lists in the lowest
+			 * layer's order), and views must list as the kernel overlay
+			 * of the same chain does. */
+			memset(&err, 0, sizeof(err));
+			fd = fs_overlay_detached((const char *const *)dirs, n, NULL, NULL, true,
+						 &err);
+		}
 		if (fd < 0) {
 			imgfs_err("fs: %s: %s", b->key, err.msg);
 			rc = err.code ? -err.code : -EIO;

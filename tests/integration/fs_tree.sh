@@ -87,6 +87,11 @@ mid=$((nl - 2))
 mount_chain "$T/chain" "${SNAPS[@]:0:mid+1}"
 "$PY" "$TREECMP" "$M/snapshots/${CHAINS[mid]}" "$T/chain" >"$T/cmp" 2>&1 ||
 	fail "snapshots/${CHAINS[mid]} differs from the kernel overlay of its chain: $(head -n 20 "$T/cmp")"
+# ... and lists its entries in the same order (find and tar go in readdir order)
+(cd "$M/snapshots/${CHAINS[mid]}" && find .) >"$T/order.imgfs"
+(cd "$T/chain" && find .) >"$T/order.kernel"
+cmp -s "$T/order.imgfs" "$T/order.kernel" ||
+	fail "snapshots/${CHAINS[mid]} lists in another order than the kernel overlay: $(diff "$T/order.imgfs" "$T/order.kernel" | head -n 6)"
 umount "$T/chain"
 mkdir "$M/snapshots/${CHAINS[mid]}/x" 2>/dev/null && fail "mkdir in snapshots/ succeeded"
 
