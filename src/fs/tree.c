@@ -857,7 +857,8 @@ static int make_overlay(struct fs *fs, const char *chain_top, const char *image_
 		int fd = fs_overlay_detached((const char *const *)dirs, n,
 					     image_name ? upper : NULL, image_name ? work : NULL,
 					     !image_name || fs->read_only, &err);
-		if (fd < 0 && !image_name && n == 1 && append_dir(&dirs, &n, empty) == 0) {
+		if (fd < 0 && err.code == EINVAL && !image_name && n == 1 &&
+		    append_dir(&dirs, &n, empty) == 0) {
 			/* older kernels want two lowers without an upper dir. Only
 			 * then: a lowest layer of its own changes the order in which
 			 * the merged root is listed (overlayfs lists in the lowest
