@@ -192,8 +192,8 @@ static struct io_uring_sqe *ring_sqe(struct ring *r)
 /* Submit what is queued and, if wait, wait for at least one completion. */
 static int ring_enter(struct ring *r, bool wait)
 {
-	unsigned todo = *r->sq_tail - __atomic_load_n(r->sq_head, __ATOMIC_ACQUIRE);
-	long n = syscall(__NR_io_uring_enter, r->fd, todo, wait ? 1 : 0,
+	unsigned pending = *r->sq_tail - __atomic_load_n(r->sq_head, __ATOMIC_ACQUIRE);
+	long n = syscall(__NR_io_uring_enter, r->fd, pending, wait ? 1 : 0,
 			 wait ? IORING_ENTER_GETEVENTS : 0, NULL, 0);
 	return n < 0 ? -errno : 0;
 }
