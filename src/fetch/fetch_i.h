@@ -19,6 +19,27 @@
 #define IMGFS_MAX_AUTH_HEADER (64u << 10)
 #define IMGFS_FETCH_ATTEMPTS 3
 
+/* ---- response headers (registry.c) -------------------------------------- */
+
+/* The headers the client keeps of one HTTP response. */
+struct imgfs_http_headers {
+	long status; /* from the status line, 0 when it has no valid 3-digit code */
+	char *content_type;
+	char *dcd; /* Docker-Content-Digest */
+	char *content_range;
+	char *content_encoding;
+	char *location;
+	char *www_auth;	  /* every WWW-Authenticate line, joined with ", " */
+	long retry_after; /* seconds, -1 when absent or not a number */
+};
+/* Free the values and start over (status 0, retry_after -1). */
+void imgfs_http_headers_reset(struct imgfs_http_headers *h);
+/* Take one header line as libcurl's CURLOPT_HEADERFUNCTION hands it: exactly
+ * n bytes, not NUL-terminated, CRLF included, any byte possible. Reads only
+ * line[0..n). A status line ("HTTP/...") resets h and returns true; a value
+ * holding a NUL byte is ignored. */
+bool imgfs_http_header_line(struct imgfs_http_headers *h, const char *line, size_t n);
+
 /* ---- WWW-Authenticate (auth.c) ------------------------------------------ */
 
 struct imgfs_auth_param {

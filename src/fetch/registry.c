@@ -548,14 +548,7 @@ struct xfer {
 	uint64_t offset; /* where the caller's data ends (BODY_SINK) */
 
 	/* per response, reset for each hop */
-	long status;
-	char *content_type;
-	char *dcd; /* Docker-Content-Digest */
-	char *content_range;
-	char *content_encoding;
-	char *location;
-	char *www_auth;
-	long retry_after;
+	struct imgfs_http_headers h;
 	bool first_body;
 	char errbody[IMGFS_MAX_ERROR_BODY + 1];
 	size_t errlen;
@@ -578,16 +571,7 @@ struct xfer {
 
 static void xfer_reset_response(struct xfer *x)
 {
-	free(x->content_type);
-	free(x->dcd);
-	free(x->content_range);
-	free(x->content_encoding);
-	free(x->location);
-	free(x->www_auth);
-	x->content_type = x->dcd = x->content_range = x->content_encoding = x->location =
-	    x->www_auth = NULL;
-	x->status = 0;
-	x->retry_after = -1;
+	imgfs_http_headers_reset(&x->h);
 	x->first_body = true;
 	x->errlen = 0;
 	x->errbody[0] = '\0';
@@ -604,6 +588,8 @@ static void xfer_destroy(struct xfer *x)
 	x->buf = NULL;
 }
 
+/* The value of header name in line[0..n) (trimmed), or NULL. Never reads
+ * outside the line: libcurl's header lines are not NUL-terminated. */
 static char *header_value(const char *line, size_t n, const char *name)
 {
 	size_t nl = strlen(name);
@@ -616,6 +602,8 @@ static char *header_value(const char *line, size_t n, const char *name)
 		v++;
 	while (e > v && (e[-1] == '\r' || e[-1] == '\n' || e[-1] == ' ' || e[-1] == '\t'))
 		e--;
+	if (memchr(v, '\0', (size_t)(e - v)))
+		return NULL; /* a NUL would cut the value short: ignore the line */
 	return strndup(v, (size_t)(e - v));
 }
 
@@ -627,49 +615,91 @@ static void set_header(char **dst, char *v)
 	*dst = v;
 }
 
-static size_t on_header(char *line, size_t size, size_t nmemb, void *ud)
+void imgfs_http_headers_reset(struct imgfs_http_headers *h)
 {
-	struct xfer *x = ud;
-	size_t n = size * nmemb;
+	free(h->content_type);
+	free(h->dcd);
+	free(h->content_range);
+	free(h->content_encoding);
+	free(h->location);
+	free(h->www_auth);
+	h->content_type = h->dcd = h->content_range = h->content_encoding = h->location =
+	    h->www_auth = NULL;
+	h->status = 0;
+	h->retry_after = -1;
+}
+
+/* "HTTP/1.1 200 OK": the three-digit code after the first space, 0 when
+ * there is none. Only line[0..n) is read. */
+static long status_code(const char *line, size_t n)
+{
+	const char *p = memchr(line, ' ', n), *e = line + n;
+	long code = 0;
+	int digits = 0;
+
+	if (!p)
+		return 0;
+	while (p < e && *p == ' ')
+		p++;
+	for (; p < e && digits < 3 && *p >= '0' && *p <= '9'; p++, digits++)
+		code = code * 10 + (*p - '0');
+	if (digits != 3 || (p < e && *p >= '0' && *p <= '9'))
+		return 0;
+	return code;
+}
+
+bool imgfs_http_header_line(struct imgfs_http_headers *h, const char *line, size_t n)
+{
 	char *v;
 
-	if (n >= 5 && !strncmp(line, "HTTP/", 5)) {
-		/* a new response (e.g. after 100 Continue): forget the previous headers */
-		const char *sp = memchr(line, ' ', n);
-		xfer_reset_response(x);
-		if (sp && sp + 4 <= line + n)
-			x->status = strtol(sp + 1, NULL, 10);
-		return n;
+	if (n >= 5 && !memcmp(line, "HTTP/", 5)) {
+		/* a new response: forget the previous headers */
+		imgfs_http_headers_reset(h);
+		h->status = status_code(line, n);
+		return true;
 	}
-	set_header(&x->content_type, header_value(line, n, "Content-Type"));
-	set_header(&x->dcd, header_value(line, n, "Docker-Content-Digest"));
-	set_header(&x->content_range, header_value(line, n, "Content-Range"));
-	set_header(&x->content_encoding, header_value(line, n, "Content-Encoding"));
-	set_header(&x->location, header_value(line, n, "Location"));
+	set_header(&h->content_type, header_value(line, n, "Content-Type"));
+	set_header(&h->dcd, header_value(line, n, "Docker-Content-Digest"));
+	set_header(&h->content_range, header_value(line, n, "Content-Range"));
+	set_header(&h->content_encoding, header_value(line, n, "Content-Encoding"));
+	set_header(&h->location, header_value(line, n, "Location"));
 	v = header_value(line, n, "Retry-After");
 	if (v) {
 		char *e;
-		long s = strtol(v, &e, 10);
-		x->retry_after = (e != v && *e == '\0' && s >= 0) ? s : -1;
+		long s;
+		errno = 0;
+		s = strtol(v, &e, 10);
+		h->retry_after = (e != v && *e == '\0' && s >= 0 && !errno) ? s : -1;
 		free(v);
 	}
 	v = header_value(line, n, "WWW-Authenticate");
 	if (v) {
 		/* several challenge lines are one comma-separated list */
-		size_t have = x->www_auth ? strlen(x->www_auth) : 0;
+		size_t have = h->www_auth ? strlen(h->www_auth) : 0;
 		if (have + strlen(v) + 3 > IMGFS_MAX_AUTH_HEADER) {
 			free(v);
-			return n; /* keep what fits; the parser reports what is malformed */
+			return false; /* keep what fits; the parser reports what is malformed */
 		}
-		if (x->www_auth) {
-			char *j = imgfs_xasprintf("%s, %s", x->www_auth, v);
-			free(x->www_auth);
+		if (h->www_auth) {
+			char *j = imgfs_xasprintf("%s, %s", h->www_auth, v);
+			free(h->www_auth);
 			free(v);
-			x->www_auth = j;
+			h->www_auth = j;
 		} else {
-			x->www_auth = v;
+			h->www_auth = v;
 		}
 	}
+	return false;
+}
+
+static size_t on_header(char *line, size_t size, size_t nmemb, void *ud)
+{
+	struct xfer *x = ud;
+	size_t n = size * nmemb;
+
+	if (n >= 5 && !memcmp(line, "HTTP/", 5))
+		xfer_reset_response(x); /* a new response (e.g. after 100 Continue) */
+	imgfs_http_header_line(&x->h, line, n);
 	return n;
 }
 
@@ -689,9 +719,9 @@ static int xfer_fail(struct xfer *x, int code, const char *fmt, ...)
 static int body_start(struct xfer *x, CURL *c)
 {
 	curl_off_t cl = -1;
-	if (x->content_encoding && strcasecmp(x->content_encoding, "identity"))
+	if (x->h.content_encoding && strcasecmp(x->h.content_encoding, "identity"))
 		return xfer_fail(x, EIO, "unsupported Content-Encoding \"%.40s\"",
-				 x->content_encoding);
+				 x->h.content_encoding);
 	curl_easy_getinfo(c, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
 	if (x->mode == BODY_MEM) {
 		if (cl >= 0 && (uint64_t)cl > x->max)
@@ -700,12 +730,13 @@ static int body_start(struct xfer *x, CURL *c)
 					 (int64_t)cl, x->max);
 		return 1;
 	}
-	if (x->status == 206) {
+	if (x->h.status == 206) {
 		uint64_t s, e;
-		if (!x->content_range || imgfs_parse_content_range(x->content_range, &s, &e) < 0)
+		if (!x->h.content_range ||
+		    imgfs_parse_content_range(x->h.content_range, &s, &e) < 0)
 			return xfer_fail(x, EIO,
 					 "206 response with missing or bad Content-Range \"%.60s\"",
-					 x->content_range ? x->content_range : "");
+					 x->h.content_range ? x->h.content_range : "");
 		if (s != x->range)
 			return xfer_fail(x, EIO,
 					 "unhandled content range: asked for bytes %" PRIu64
@@ -732,7 +763,7 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *ud)
 	CURL *c = x->easy;
 	size_t n = size * nmemb;
 
-	if (x->status < 200 || x->status >= 300) {
+	if (x->h.status < 200 || x->h.status >= 300) {
 		/* error and redirect bodies: keep the first few KiB only */
 		size_t room = IMGFS_MAX_ERROR_BODY - x->errlen;
 		size_t k = n < room ? n : room;
@@ -851,11 +882,11 @@ static CURLcode perform_hop(struct imgfs_registry *r, struct imgfs_endpoint *ep,
 	curl_easy_setopt(c, CURLOPT_WRITEDATA, x);
 	x->easy = c;
 	rc = curl_easy_perform(c);
-	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &x->status);
+	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &x->h.status);
 	/* an error body cut at the cap, or shorter than its Content-Length (Go's
 	 * http.ServeContent sends a 416 so), is not a transport error */
 	if ((rc == CURLE_WRITE_ERROR || rc == CURLE_PARTIAL_FILE || rc == CURLE_RECV_ERROR) &&
-	    !x->fail && x->status >= 300)
+	    !x->fail && x->h.status >= 300)
 		rc = CURLE_OK;
 	x->curl_rc = rc;
 	if (rc == CURLE_OPERATION_TIMEDOUT && !x->fail)
@@ -880,13 +911,13 @@ static int next_hop(struct imgfs_endpoint *ep, struct xfer *x, char **url, struc
 	int rc = 0;
 	if (!u)
 		return imgfs_error_set(err, ENOMEM, "out of memory");
-	if (!x->location || curl_url_set(u, CURLUPART_URL, *url, 0) != CURLUE_OK ||
-	    curl_url_set(u, CURLUPART_URL, x->location, 0) != CURLUE_OK ||
+	if (!x->h.location || curl_url_set(u, CURLUPART_URL, *url, 0) != CURLUE_OK ||
+	    curl_url_set(u, CURLUPART_URL, x->h.location, 0) != CURLUE_OK ||
 	    curl_url_get(u, CURLUPART_URL, &nu, 0) != CURLUE_OK ||
 	    curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK) {
 		rc = imgfs_error_set(
 		    err, EIO, "%s %s/%s: HTTP %ld redirect with a missing or invalid Location",
-		    x->what, ep->host, x->path, x->status);
+		    x->what, ep->host, x->path, x->h.status);
 	} else if (strcmp(scheme, "https") &&
 		   !((ep->insecure || ep->http_only) && !strcmp(scheme, "http"))) {
 		rc = imgfs_error_set(err, EACCES, "%s %s/%s: redirect to a %s URL refused", x->what,
@@ -941,7 +972,7 @@ static int status_error(struct imgfs_registry *r, struct imgfs_endpoint *ep, str
 	char detail[300];
 	char name[700];
 	char via[300] = "";
-	long s = x->status;
+	long s = x->h.status;
 	snprintf(name, sizeof(name), "%s/%s%s%s", r->domain, x->path, ref_sep(x->reference),
 		 x->reference);
 	if (ep->mirror)
@@ -978,7 +1009,7 @@ static int status_error(struct imgfs_registry *r, struct imgfs_endpoint *ep, str
 static int range_done(struct imgfs_registry *r, struct imgfs_endpoint *ep, struct xfer *x,
 		      struct imgfs_error *err)
 {
-	const char *cr = x->content_range;
+	const char *cr = x->h.content_range;
 	char *e;
 	unsigned long long total;
 	if (cr && !strncasecmp(cr, "bytes */", 8)) {
@@ -1003,7 +1034,7 @@ static int answer_challenge(struct imgfs_registry *r, struct imgfs_endpoint *ep,
 	const struct imgfs_creds *cr = NULL;
 	int rc;
 
-	if (imgfs_auth_plan_from_header(x->www_auth, &plan, err) < 0)
+	if (imgfs_auth_plan_from_header(x->h.www_auth, &plan, err) < 0)
 		return imgfs_error_wrap(err, "%s %s/%s", x->what, ep->host, x->path);
 	if (*authz) {
 		/* the cached token was refused (expired, revoked): drop it */
@@ -1061,7 +1092,7 @@ static int send_request(struct imgfs_registry *r, struct imgfs_endpoint *ep, str
 					       x->fail_msg);
 		if (x->fail < 0 || rc != CURLE_OK)
 			return -1; /* the sink's error, or the transport's, is in err */
-		if (x->status >= 300 && x->status < 400 && x->status != 304) {
+		if (x->h.status >= 300 && x->h.status < 400 && x->h.status != 304) {
 			if (++hops > IMGFS_MAX_REDIRECTS)
 				return imgfs_error_set(
 				    err, EIO, "%s %s/%s: stopped after %d redirects", x->what,
@@ -1070,7 +1101,7 @@ static int send_request(struct imgfs_registry *r, struct imgfs_endpoint *ep, str
 				return -1;
 			continue;
 		}
-		if (x->status == 403 && same && authz && !retried_403) {
+		if (x->h.status == 403 && same && authz && !retried_403) {
 			/* maybe a stale token: once more with fresh credentials */
 			retried_403 = true;
 			auth_done = false;
@@ -1083,7 +1114,7 @@ static int send_request(struct imgfs_registry *r, struct imgfs_endpoint *ep, str
 			hops = 0;
 			continue;
 		}
-		if (x->status == 401 && same && !auth_done && x->www_auth) {
+		if (x->h.status == 401 && same && !auth_done && x->h.www_auth) {
 			auth_done = true;
 			if (answer_challenge(r, ep, x, key, &authz, err) < 0)
 				return -1;
@@ -1092,9 +1123,9 @@ static int send_request(struct imgfs_registry *r, struct imgfs_endpoint *ep, str
 			hops = 0;
 			continue;
 		}
-		if (x->status == 416 && x->mode == BODY_SINK && x->range > 0)
+		if (x->h.status == 416 && x->mode == BODY_SINK && x->range > 0)
 			return range_done(r, ep, x, err);
-		if (x->status >= 200 && x->status < 300)
+		if (x->h.status >= 200 && x->h.status < 300)
 			return 0;
 		return status_error(r, ep, x, err);
 	}
@@ -1104,10 +1135,10 @@ static bool transient(struct xfer *x, const struct imgfs_error *err)
 {
 	if (x->fail)
 		return false;
-	if (x->status == 429 || x->status == 500 || x->status == 502 || x->status == 503 ||
-	    x->status == 504)
+	if (x->h.status == 429 || x->h.status == 500 || x->h.status == 502 || x->h.status == 503 ||
+	    x->h.status == 504)
 		return true;
-	if (x->status == 0 || (x->status >= 200 && x->status < 300))
+	if (x->h.status == 0 || (x->h.status >= 200 && x->h.status < 300))
 		return err->code == ECONNREFUSED || err->code == ECONNRESET ||
 		       err->code == ETIMEDOUT || err->code == EHOSTUNREACH;
 	return false;
@@ -1142,7 +1173,7 @@ static void sleep_s(double s)
 static bool try_plain_http(struct imgfs_registry *r, struct imgfs_endpoint *ep, struct xfer *x)
 {
 	bool switched = false;
-	if (!ep->http || x->status != 0 || !tls_error(x->curl_rc))
+	if (!ep->http || x->h.status != 0 || !tls_error(x->curl_rc))
 		return false;
 	pthread_mutex_lock(&r->lock);
 	if (!ep->use_http) {
@@ -1183,7 +1214,7 @@ static int run_endpoint(struct imgfs_registry *r, struct imgfs_endpoint *ep, str
 		if (attempt >= attempts || !transient(x, err))
 			return -1;
 		d = backoff_delay(r, attempt,
-				  x->status == 429 || x->status == 503 ? x->retry_after : -1);
+				  x->h.status == 429 || x->h.status == 503 ? x->h.retry_after : -1);
 		imgfs_warn("%s (attempt %d of %d; retrying in %.1f s%s)", err->msg, attempt,
 			   attempts, d,
 			   x->mode == BODY_SINK && x->pos > 0 ? " from where it stopped" : "");
@@ -1265,7 +1296,7 @@ int imgfs_registry_get_manifest(struct imgfs_registry *r, const char *path, cons
 	suffix = imgfs_xasprintf("/v2/%s/manifests/%s", path, reference);
 	rc = run(r, &x, suffix, err);
 	if (rc == 0 && imgfs_fetch_check_digest(x.buf ? x.buf : "", x.len, by_digest ? &want : NULL,
-						x.dcd, &out->digest, err) < 0) {
+						x.h.dcd, &out->digest, err) < 0) {
 		imgfs_error_wrap(err, "manifest %s/%s%s%s (from %s)", r->domain, path,
 				 ref_sep(reference), reference, x.served_by->host);
 		rc = -1;
@@ -1273,7 +1304,7 @@ int imgfs_registry_get_manifest(struct imgfs_registry *r, const char *path, cons
 	if (rc == 0) {
 		out->data = x.buf ? steal_pointer(&x.buf) : imgfs_xstrdup("");
 		out->len = x.len;
-		out->content_type = imgfs_media_type_strip(x.content_type);
+		out->content_type = imgfs_media_type_strip(x.h.content_type);
 		if (out->digest.hex)
 			out->digest.hex =
 			    out->digest.str + strlen(imgfs_digest_alg_name(out->digest.alg)) + 1;
@@ -1302,7 +1333,7 @@ int imgfs_registry_head_manifest(struct imgfs_registry *r, const char *path, con
 		return imgfs_error_set(err, EINVAL, "invalid tag \"%.200s\"", tag);
 	suffix = imgfs_xasprintf("/v2/%s/manifests/%s", path, tag);
 	rc = run(r, &x, suffix, err);
-	if (rc == 0 && (!x.dcd || imgfs_digest_parse(digest, x.dcd, &e2) < 0))
+	if (rc == 0 && (!x.h.dcd || imgfs_digest_parse(digest, x.h.dcd, &e2) < 0))
 		rc =
 		    imgfs_error_set(err, ENODATA, "manifest %s/%s:%s: no digest in the HEAD answer",
 				    r->domain, path, tag);
@@ -1340,7 +1371,7 @@ int imgfs_registry_get_blob_mem(struct imgfs_registry *r, const char *path,
 	if (rc == 0) {
 		out->data = x.buf ? steal_pointer(&x.buf) : imgfs_xstrdup("");
 		out->len = x.len;
-		out->content_type = imgfs_media_type_strip(x.content_type);
+		out->content_type = imgfs_media_type_strip(x.h.content_type);
 		out->digest.hex =
 		    out->digest.str + strlen(imgfs_digest_alg_name(out->digest.alg)) + 1;
 	}

@@ -1,0 +1,109 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Regression tests for hostile registries and stores (issue 9): header lines
+ * parsed within their exact bounds (each line is placed right before a
+ * PROT_NONE page, so a read past it faults even without ASan).
+ */
+#include "fetch/fetch_i.h"
+#include "test.h"
+
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+/* A copy of s (n bytes) ending exactly at a guard page. */
+static char *guarded(const char *s, size_t n, void **map, size_t *maplen)
+{
+	size_t pg = (size_t)sysconf(_SC_PAGESIZE);
+	size_t len = ((n + pg - 1) / pg + 1) * pg;
+	char *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	if (m == MAP_FAILED)
+		abort();
+	if (mprotect(m + len - pg, pg, PROT_NONE) < 0)
+		abort();
+	*map = m;
+	*maplen = len;
+	memcpy(m + len - pg - n, s, n);
+	return m + len - pg - n;
+}
+
+static void feed(struct imgfs_http_headers *h, const char *s, size_t n)
+{
+	void *map;
+	size_t maplen;
+	char *line = guarded(s, n, &map, &maplen);
+
+	imgfs_http_header_line(h, line, n);
+	munmap(map, maplen);
+}
+
+#define FEED(h, lit) feed(h, lit, sizeof(lit) - 1)
+
+static void test_status_line_bounds(void)
+{
+	struct imgfs_http_headers h = {0};
+
+	FEED(&h, "HTTP/1.1 200 OK\r\n");
+	CHECK(h.status == 200);
+	/* only white space after the first space: strtol ran past the line */
+	FEED(&h, "HTTP/1.1   \r\n");
+	CHECK(h.status == 0);
+	FEED(&h, "HTTP/1.1 ");
+	CHECK(h.status == 0);
+	FEED(&h, "HTTP/1.1 20");
+	CHECK(h.status == 0);
+	FEED(&h, "HTTP/1.1 206");
+	CHECK(h.status == 206);
+	FEED(&h, "HTTP/1.1 2000 Too long\r\n");
+	CHECK(h.status == 0);
+	FEED(&h, "HTTP/2 404\r\n");
+	CHECK(h.status == 404);
+	FEED(&h, "HTTP/");
+	CHECK(h.status == 0);
+	imgfs_http_headers_reset(&h);
+}
+
+static void test_header_values_bounds(void)
+{
+	struct imgfs_http_headers h = {0};
+
+	FEED(&h, "HTTP/1.1 206 Partial\r\n");
+	FEED(&h, "Content-Range: bytes 0-9/10\r\n");
+	CHECK_STR(h.content_range, "bytes 0-9/10");
+	FEED(&h, "Content-Range:");
+	CHECK_STR(h.content_range, "");
+	FEED(&h, "Content-Range:   \t");
+	CHECK_STR(h.content_range, "");
+	FEED(&h, "docker-content-digest:sha256:abc");
+	CHECK_STR(h.dcd, "sha256:abc");
+	FEED(&h, "Location: /v2/x\r\n");
+	CHECK_STR(h.location, "/v2/x");
+	FEED(&h, "Retry-After: 12");
+	CHECK(h.retry_after == 12);
+	FEED(&h, "Retry-After: 99999999999999999999999");
+	CHECK(h.retry_after == -1);
+	FEED(&h, "Retry-After:");
+	CHECK(h.retry_after == -1);
+	FEED(&h, "WWW-Authenticate: Bearer realm=\"a\"\r\n");
+	FEED(&h, "WWW-Authenticate: Basic");
+	CHECK_STR(h.www_auth, "Bearer realm=\"a\", Basic");
+	/* a NUL inside a value would silently cut it: the line is ignored */
+	feed(&h, "Location: /a\0/b\r\n", 17);
+	CHECK_STR(h.location, "/v2/x");
+	/* a name that is a prefix of the line, no colon */
+	FEED(&h, "Location");
+	CHECK_STR(h.location, "/v2/x");
+	/* a new response forgets the old headers */
+	FEED(&h, "HTTP/1.1 200 OK\r\n");
+	CHECK(h.location == NULL && h.content_range == NULL && h.www_auth == NULL);
+	CHECK(h.retry_after == -1);
+	imgfs_http_headers_reset(&h);
+}
+
+int main(void)
+{
+	RUN(test_status_line_bounds);
+	RUN(test_header_values_bounds);
+	TEST_DONE();
+}
