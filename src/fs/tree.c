@@ -187,10 +187,24 @@ static size_t rec_nlayers(json_t *rec)
 	return json_array_size(json_object_get(rec, "layers"));
 }
 
+/* s when it is a valid sha256 digest, else NULL: record digests become path
+ * names (blobs/sha256/<hex>, layers/<hex>), so a planted record holding
+ * "sha256:../../x" must name nothing. */
+static const char *valid_digest(const char *s)
+{
+	struct imgfs_digest d;
+	struct imgfs_error err = {0};
+
+	if (!s || imgfs_digest_parse(&d, s, &err) < 0 || d.alg != IMGFS_SHA256)
+		return NULL;
+	return s;
+}
+
+/* The layer's diffID or chainID, NULL when missing or not a valid digest. */
 static const char *rec_layer(json_t *rec, size_t i, const char *key)
 {
-	return json_string_value(
-	    json_object_get(json_array_get(json_object_get(rec, "layers"), i), key));
+	return valid_digest(json_string_value(
+	    json_object_get(json_array_get(json_object_get(rec, "layers"), i), key)));
 }
 
 static const char *hex_of(const char *digest)
@@ -429,8 +443,8 @@ static int resolve_in_image(const struct fs_image *im, char **rest, size_t n, st
 				  : !strcmp(rest[0], "index.json")  ? "index"
 								    : NULL;
 		if (obj) {
-			d = rec_str(rec, obj, "digest");
-			if (!d || strncmp(d, "sha256:", 7))
+			d = valid_digest(rec_str(rec, obj, "digest"));
+			if (!d)
 				return -ENOENT;
 			out->type = FS_NODE_BLOB;
 			snprintf(out->blob, sizeof(out->blob), "sha256/%s", d + 7);
@@ -487,7 +501,8 @@ static int resolve_hex_dir(struct fs_catalog *c, char **rest, size_t n, bool cha
 		out->nlink = 2;
 		return 0;
 	}
-	if (n > 1 || !find_layer(c, rest[0], chain, &im, &idx))
+	if (n > 1 || !find_layer(c, rest[0], chain, &im, &idx) ||
+	    !rec_layer(im->rec, idx, "chainID"))
 		return -ENOENT;
 	out->type = FS_NODE_VIEW;
 	out->view = chain ? FS_VIEW_SNAPSHOT : FS_VIEW_LAYER;
@@ -899,11 +914,15 @@ static int make_rootfs(struct fs *fs, const char *name, struct fs_backing *b)
 			im = &c->images[i];
 	}
 	n = im ? rec_nlayers(im->rec) : 0;
-	if (n)
+	if (n && rec_layer(im->rec, n - 1, "chainID"))
 		top = imgfs_xstrdup(rec_layer(im->rec, n - 1, "chainID"));
 	fs_catalog_put(fs, c);
 	if (!im)
 		return -ENOENT;
+	if (n && !top) {
+		imgfs_warn("fs: image %s: its record has no valid chainID: not served", name);
+		return -EIO;
+	}
 	return make_overlay(fs, top, name, b);
 }
 

@@ -132,13 +132,15 @@ static void keep_in_use(struct gc *g, struct snapinfo *si)
 		abort(); /* as set_add */
 	for (size_t i = 0; i < si->keys.n; i++) {
 		const char *chain = si->keys.v[i];
-		const char *hex = strchr(chain, ':');
 		_cleanup_free_ char *path = NULL;
 		_cleanup_close_ int fd = -1;
+		struct imgfs_digest cd;
+		struct imgfs_error e = {0};
 
-		if (set_has(&g->chains, chain) || !hex || strchr(hex + 1, '/'))
+		/* a stored key becomes a path: only a valid digest does */
+		if (set_has(&g->chains, chain) || imgfs_digest_parse(&cd, chain, &e) < 0)
 			continue;
-		path = imgfs_xasprintf("%s/locks/chain-%s.use", g->s->root, hex + 1);
+		path = imgfs_xasprintf("%s/locks/chain-%s.use", g->s->root, cd.hex);
 		fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
 		if (fd < 0)
 			continue; /* never held */
