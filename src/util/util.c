@@ -234,36 +234,163 @@ int imgfs_mkdir_p(const char *path, mode_t mode, struct imgfs_error *err)
 	return 0;
 }
 
-int imgfs_rm_rf_at(int dirfd, const char *name)
+/*
+ * rm -rf without recursion and with a bounded number of fds: one level per
+ * directory on a heap stack, but only the deepest RM_OPEN_LEVELS keep their
+ * directory open. Going back up to a closed level reopens it as ".." of the
+ * child, checked against the dev/ino it had on the way down (a directory
+ * moved meanwhile gives ESTALE instead of removing elsewhere), and reads it
+ * again from the start: what was removed is gone, so that only continues.
+ * A layer can build trees tens of thousands of levels deep (chained
+ * symlinks); recursion overflowed the stack and one fd per level hit EMFILE.
+ */
+#define RM_OPEN_LEVELS 16
+
+struct rm_level {
+	DIR *d; /* NULL while closed to bound the fds */
+	dev_t dev;
+	ino_t ino;
+	char *name; /* in the parent level (unused for the top) */
+};
+
+static DIR *rm_open(int dirfd, const char *name, dev_t dev, ino_t ino, int *err)
 {
 	struct stat st;
-	int fd, r = 0;
+	int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	DIR *d;
-	struct dirent *de;
 
-	if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-		return errno == ENOENT ? 0 : -errno;
-	if (!S_ISDIR(st.st_mode))
-		return unlinkat(dirfd, name, 0) < 0 && errno != ENOENT ? -errno : 0;
-	fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
+	if (fd < 0) {
+		*err = -errno;
+		return NULL;
+	}
+	if (fstat(fd, &st) < 0 || st.st_dev != dev || st.st_ino != ino) {
+		*err = -ESTALE;
+		close(fd);
+		return NULL;
+	}
 	d = fdopendir(fd);
 	if (!d) {
+		*err = -errno;
 		close(fd);
-		return -errno;
 	}
-	while ((de = readdir(d))) {
+	return d;
+}
+
+int imgfs_rm_rf_at(int at, const char *name)
+{
+	struct rm_level *lv = NULL;
+	size_t depth = 0, cap = 0;
+	struct stat st;
+	int r = 0;
+
+	if (fstatat(at, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	if (!S_ISDIR(st.st_mode))
+		return unlinkat(at, name, 0) < 0 && errno != ENOENT ? -errno : 0;
+	lv = calloc(cap = 64, sizeof(*lv));
+	if (!lv)
+		return -ENOMEM;
+	lv[0].dev = st.st_dev;
+	lv[0].ino = st.st_ino;
+	lv[0].d = rm_open(at, name, st.st_dev, st.st_ino, &r);
+	if (!lv[0].d)
+		goto out;
+	depth = 1;
+	while (depth > 0) {
+		struct rm_level *l = &lv[depth - 1];
+		struct dirent *de;
+
+		errno = 0;
+		de = readdir(l->d);
+		if (!de && errno) {
+			r = -errno;
+			break;
+		}
+		if (!de) {
+			/* this level is empty: remove it from its parent */
+			if (depth == 1) {
+				closedir(l->d);
+				l->d = NULL;
+				depth = 0;
+				if (unlinkat(at, name, AT_REMOVEDIR) < 0 && errno != ENOENT)
+					r = -errno;
+				break;
+			}
+			struct rm_level *p = &lv[depth - 2];
+			if (!p->d && !(p->d = rm_open(dirfd(l->d), "..", p->dev, p->ino, &r)))
+				break;
+			closedir(l->d);
+			l->d = NULL;
+			if (unlinkat(dirfd(p->d), l->name, AT_REMOVEDIR) < 0 && errno != ENOENT) {
+				r = -errno;
+				break;
+			}
+			free(l->name);
+			l->name = NULL;
+			depth--;
+			continue;
+		}
 		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
 			continue;
-		r = imgfs_rm_rf_at(fd, de->d_name);
-		if (r < 0)
+		if (de->d_type != DT_DIR && de->d_type != DT_UNKNOWN) {
+			if (unlinkat(dirfd(l->d), de->d_name, 0) < 0 && errno != ENOENT) {
+				r = -errno;
+				break;
+			}
+			continue;
+		}
+		if (fstatat(dirfd(l->d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+			if (errno == ENOENT)
+				continue;
+			r = -errno;
 			break;
+		}
+		if (!S_ISDIR(st.st_mode)) {
+			if (unlinkat(dirfd(l->d), de->d_name, 0) < 0 && errno != ENOENT) {
+				r = -errno;
+				break;
+			}
+			continue;
+		}
+		/* descend */
+		if (depth == cap) {
+			struct rm_level *n = realloc(lv, cap * 2 * sizeof(*lv));
+			if (!n) {
+				r = -ENOMEM;
+				break;
+			}
+			memset(n + cap, 0, cap * sizeof(*lv));
+			lv = n;
+			cap *= 2;
+			l = &lv[depth - 1];
+		}
+		lv[depth].name = strdup(de->d_name);
+		if (!lv[depth].name) {
+			r = -ENOMEM;
+			break;
+		}
+		lv[depth].dev = st.st_dev;
+		lv[depth].ino = st.st_ino;
+		lv[depth].d = rm_open(dirfd(l->d), de->d_name, st.st_dev, st.st_ino, &r);
+		if (!lv[depth].d) {
+			free(lv[depth].name);
+			lv[depth].name = NULL;
+			break;
+		}
+		depth++;
+		if (depth > RM_OPEN_LEVELS && lv[depth - 1 - RM_OPEN_LEVELS].d) {
+			closedir(lv[depth - 1 - RM_OPEN_LEVELS].d);
+			lv[depth - 1 - RM_OPEN_LEVELS].d = NULL;
+		}
 	}
-	closedir(d);
-	if (r < 0)
-		return r;
-	return unlinkat(dirfd, name, AT_REMOVEDIR) < 0 && errno != ENOENT ? -errno : 0;
+out:
+	for (size_t i = 0; i < cap; i++) {
+		if (lv[i].d)
+			closedir(lv[i].d);
+		free(lv[i].name);
+	}
+	free(lv);
+	return r;
 }
 
 int imgfs_rm_rf(const char *path)

@@ -7,8 +7,12 @@
 #include "fetch/fetch_i.h"
 #include "test.h"
 
+#include <fcntl.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* A copy of s (n bytes) ending exactly at a guard page. */
@@ -101,9 +105,93 @@ static void test_header_values_bounds(void)
 	imgfs_http_headers_reset(&h);
 }
 
+/* A tree depth levels deep under dir/name, a file and a symlink out at each
+ * 1000th level. */
+static int deep_tree(const char *dir, int depth, const char *outside)
+{
+	int fd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+
+	for (int i = 0; fd >= 0 && i < depth; i++) {
+		int n;
+		if (mkdirat(fd, "d", 0755) < 0)
+			return -1;
+		if (i % 1000 == 0) {
+			int f = openat(fd, "f", O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+			if (f < 0 || symlinkat(outside, fd, "out") < 0)
+				return -1;
+			close(f);
+		}
+		n = openat(fd, "d", O_PATH | O_DIRECTORY | O_CLOEXEC);
+		close(fd);
+		fd = n;
+	}
+	if (fd < 0)
+		return -1;
+	close(fd);
+	return 0;
+}
+
+struct rm_job {
+	const char *path;
+	int r;
+};
+
+static void *rm_thread(void *arg)
+{
+	struct rm_job *j = arg;
+	j->r = imgfs_rm_rf(j->path);
+	return NULL;
+}
+
+/* 5,000 levels with 64 fds and a 256 KiB stack: the recursive version hit
+ * EMFILE at 64 levels here (one fd per level) and needs a frame per level.
+ * Symlinks to a directory outside are removed, never followed. */
+static void test_rm_rf_deep(void)
+{
+	char tmpl[] = "/tmp/imgfs-test-rm.XXXXXX";
+	char *t = mkdtemp(tmpl);
+	struct rlimit old, lim;
+	pthread_attr_t attr;
+	pthread_t th;
+	struct rm_job j = {0};
+	struct stat st;
+
+	CHECK(t != NULL);
+	if (!t)
+		return;
+	char *tree = imgfs_xasprintf("%s/tree", t), *outside = imgfs_xasprintf("%s/outside", t);
+	char *keep = imgfs_xasprintf("%s/keep", outside);
+	CHECK(mkdir(tree, 0755) == 0 && mkdir(outside, 0755) == 0 && mkdir(keep, 0755) == 0);
+	CHECK(deep_tree(tree, 5000, outside) == 0);
+	getrlimit(RLIMIT_NOFILE, &old);
+	lim = old;
+	lim.rlim_cur = 64;
+	CHECK(setrlimit(RLIMIT_NOFILE, &lim) == 0);
+	j.path = tree;
+	pthread_attr_init(&attr);
+	pthread_attr_setstacksize(&attr, 256 << 10);
+	CHECK(pthread_create(&th, &attr, rm_thread, &j) == 0);
+	pthread_join(th, NULL);
+	setrlimit(RLIMIT_NOFILE, &old);
+	CHECK(j.r == 0);
+	CHECK(lstat(tree, &st) < 0 && errno == ENOENT);
+	CHECK(stat(keep, &st) == 0 && S_ISDIR(st.st_mode));
+	/* a file, a missing name, a symlink to a directory */
+	CHECK(imgfs_rm_rf(tree) == 0);
+	CHECK(symlinkat(outside, AT_FDCWD, tree) == 0);
+	CHECK(imgfs_rm_rf(tree) == 0);
+	CHECK(stat(keep, &st) == 0);
+	CHECK(imgfs_rm_rf(t) == 0);
+	CHECK(lstat(t, &st) < 0);
+	free(tree);
+	free(outside);
+	free(keep);
+}
+
 int main(void)
 {
 	RUN(test_status_line_bounds);
 	RUN(test_header_values_bounds);
+	RUN(test_rm_rf_deep);
 	TEST_DONE();
 }
