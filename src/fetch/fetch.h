@@ -36,11 +36,20 @@ void imgfs_ref_destroy(struct imgfs_ref *ref);
 /* Canonical name: "docker.io/library/alpine:3.18.3", "host/x@sha256:…",
  * "host/x:tag@sha256:…". Caller frees. */
 char *imgfs_ref_string(const struct imgfs_ref *ref);
-/* The name an image is stored under: "<domain>/<path>:<tag>" when a tag was
- * given, otherwise "<domain>/<path>@<digest>". Caller frees. */
+/* The name an image is stored under: "<domain>/<path>@<digest>" when a
+ * digest was given (with or without a tag: the tag plays no part, so a pinned
+ * reference never records or changes a tag), otherwise
+ * "<domain>/<path>:<tag>". Caller frees. */
 char *imgfs_ref_store_name(const struct imgfs_ref *ref);
-/* Familiar name: docker.io/library/ and docker.io/ dropped ("alpine:3.18.3"). Caller frees. */
+/* Familiar name: docker.io/library/ and docker.io/ dropped ("alpine:3.18.3"),
+ * except that docker.io/ stays when the path's first component would read as
+ * a registry domain ("docker.io/a.b/c:1", not "a.b/c:1"). Caller frees. */
 char *imgfs_ref_familiar(const struct imgfs_ref *ref);
+/* The directory an image shows at on a mount, below its root: the familiar
+ * repository, then the tag or "@<digest>" as the last component
+ * ("alpine/3.18.3", "docker.io/a.b/c/latest", "127.0.0.1:5000/lab/app/@sha256:…").
+ * Uses the tag when there is one: call it on a parsed store name. Caller frees. */
+char *imgfs_ref_tree_path(const struct imgfs_ref *ref);
 /* The host to contact: docker.io -> registry-1.docker.io. Caller frees. */
 char *imgfs_ref_api_host(const struct imgfs_ref *ref);
 

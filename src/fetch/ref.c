@@ -301,22 +301,43 @@ char *imgfs_ref_string(const struct imgfs_ref *ref)
 
 char *imgfs_ref_store_name(const struct imgfs_ref *ref)
 {
-	if (ref->tag)
-		return imgfs_xasprintf("%s/%s:%s", ref->domain, ref->path, ref->tag);
-	return imgfs_xasprintf("%s/%s@%s", ref->domain, ref->path, ref->digest.str);
+	if (ref->has_digest)
+		return imgfs_xasprintf("%s/%s@%s", ref->domain, ref->path, ref->digest.str);
+	return imgfs_xasprintf("%s/%s:%s", ref->domain, ref->path, ref->tag);
+}
+
+/* How many leading bytes of the canonical repository "<domain>/<path>" the
+ * familiar form drops: "docker.io/" and a single-component "library/", but
+ * never so much that the rest starts with what parses as a domain (then
+ * docker.io/a.b/c and a.b/c would be one name). */
+static size_t familiar_skip(const struct imgfs_ref *ref)
+{
+	const char *slash = strchr(ref->path, '/');
+	size_t first = slash ? (size_t)(slash - ref->path) : strlen(ref->path);
+
+	if (strcmp(ref->domain, HUB_DOMAIN))
+		return 0;
+	/* library/ only goes for single-component names: library/a/b stays */
+	if (!strncmp(ref->path, "library/", 8) && !strchr(ref->path + 8, '/'))
+		return strlen(HUB_DOMAIN) + 1 + 8;
+	/* a one-component rest is never read as a domain */
+	if (slash && looks_like_domain(ref->path, first))
+		return 0;
+	return strlen(HUB_DOMAIN) + 1;
 }
 
 char *imgfs_ref_familiar(const struct imgfs_ref *ref)
 {
 	_cleanup_free_ char *full = imgfs_ref_string(ref);
-	const char *p = full;
-	if (!strcmp(ref->domain, HUB_DOMAIN)) {
-		p += strlen(HUB_DOMAIN) + 1;
-		/* library/ only goes for single-component names: library/a/b stays */
-		if (!strncmp(ref->path, "library/", 8) && !strchr(ref->path + 8, '/'))
-			p += 8;
-	}
-	return imgfs_xstrdup(p);
+	return imgfs_xstrdup(full + familiar_skip(ref));
+}
+
+char *imgfs_ref_tree_path(const struct imgfs_ref *ref)
+{
+	_cleanup_free_ char *repo = imgfs_xasprintf("%s/%s", ref->domain, ref->path);
+	if (ref->tag)
+		return imgfs_xasprintf("%s/%s", repo + familiar_skip(ref), ref->tag);
+	return imgfs_xasprintf("%s/@%s", repo + familiar_skip(ref), ref->digest.str);
 }
 
 char *imgfs_ref_api_host(const struct imgfs_ref *ref)

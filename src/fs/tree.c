@@ -35,35 +35,27 @@ static bool bad_comp(const char *s)
 }
 
 /* "docker.io/library/alpine:3.18.3" -> alpine, 3.18.3;
- * "127.0.0.1:5000/lab/app@sha256:<hex>" -> 127.0.0.1:5000, lab, app, @sha256:<hex> */
+ * "127.0.0.1:5000/lab/app@sha256:<hex>" -> 127.0.0.1:5000, lab, app, @sha256:<hex>;
+ * "docker.io/a.b/c:1" -> docker.io, a.b, c, 1 (imgfs_ref_tree_path) */
 static int image_comps(const char *name, char ***out, size_t *n)
 {
 	struct imgfs_error err = {0};
 	struct imgfs_ref ref = {0};
-	_cleanup_free_ char *repo = NULL;
+	_cleanup_free_ char *path = NULL;
 	char **comps, *p, *save = NULL;
-	size_t k = 0, max = 2;
+	size_t k = 0, max = 1;
 
 	if (imgfs_ref_parse(name, &ref, &err) < 0)
 		return -1;
-	if (!strcmp(ref.domain, "docker.io") && !strncmp(ref.path, "library/", 8) &&
-	    !strchr(ref.path + 8, '/'))
-		repo = imgfs_xstrdup(ref.path + 8);
-	else if (!strcmp(ref.domain, "docker.io"))
-		repo = imgfs_xstrdup(ref.path);
-	else
-		repo = imgfs_xasprintf("%s/%s", ref.domain, ref.path);
-	for (p = repo; *p; p++)
+	path = imgfs_ref_tree_path(&ref);
+	imgfs_ref_destroy(&ref);
+	for (p = path; *p; p++)
 		max += *p == '/';
 	comps = calloc(max, sizeof(*comps));
-	if (!comps) {
-		imgfs_ref_destroy(&ref);
+	if (!comps)
 		return -1;
-	}
-	for (p = strtok_r(repo, "/", &save); p; p = strtok_r(NULL, "/", &save))
+	for (p = strtok_r(path, "/", &save); p && k < max; p = strtok_r(NULL, "/", &save))
 		comps[k++] = imgfs_xstrdup(p);
-	comps[k++] = ref.tag ? imgfs_xstrdup(ref.tag) : imgfs_xasprintf("@%s", ref.digest.str);
-	imgfs_ref_destroy(&ref);
 	*out = comps;
 	*n = k;
 	for (size_t i = 0; i < k; i++) {
@@ -275,29 +267,34 @@ static bool completes_ref(const char *comp, bool first)
 	return !(first && looks_like_domain(comp));
 }
 
+/* The stored image a reference under pull/ names: exactly its store name.
+ * A reference with a digest is answered by that digest only (the tag plays
+ * no part, as in docker and containerd), so pull/repo:tag@D never shows what
+ * repo:tag holds, and its rootfs/ is not repo:tag's. */
 static const struct fs_image *catalog_find_ref(struct fs_catalog *c, const char *refstr)
 {
 	struct imgfs_error err = {0};
 	struct imgfs_ref ref = {0};
 	const struct fs_image *found = NULL;
 	_cleanup_free_ char *name = NULL;
-	_cleanup_free_ char *repo = NULL;
 
 	if (imgfs_ref_parse(refstr, &ref, &err) < 0)
 		return NULL;
 	name = imgfs_ref_store_name(&ref);
-	repo = imgfs_xasprintf("%s/%s", ref.domain, ref.path);
 	for (size_t i = 0; i < c->n && !found; i++) {
 		if (!strcmp(c->images[i].name, name))
 			found = &c->images[i];
 	}
-	for (size_t i = 0; i < c->n && !found && ref.has_digest; i++) {
-		const char *nm = c->images[i].name;
-		const char *d = rec_str(c->images[i].rec, "target", "digest");
-		size_t rl = strlen(repo);
-		if (d && !strcmp(d, ref.digest.str) && !strncmp(nm, repo, rl) &&
-		    (nm[rl] == ':' || nm[rl] == '@'))
-			found = &c->images[i];
+	/* and the record holds that digest (its manifest or the index it was
+	 * chosen from), whatever wrote it */
+	if (found && ref.has_digest) {
+		const char *t = rec_str(found->rec, "target", "digest");
+		const char *x = rec_str(found->rec, "index", "digest");
+		if ((!t || strcmp(t, ref.digest.str)) && (!x || strcmp(x, ref.digest.str))) {
+			imgfs_warn("fs: image %s: its record holds another digest; not shown",
+				   name);
+			found = NULL;
+		}
 	}
 	imgfs_ref_destroy(&ref);
 	return found;

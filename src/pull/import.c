@@ -114,6 +114,16 @@ static char *entry_name(const struct imgfs_descriptor *d, const char *base_name,
 		return NULL;
 	}
 	free(full);
+	/* a name that pins a digest must pin this entry's: the record is stored
+	 * under that digest, and answers every lookup of it */
+	if (ref.has_digest && !imgfs_digest_equal(&ref.digest, &d->digest)) {
+		imgfs_error_set(
+		    err, EINVAL,
+		    "index.json entry %s is named \"%.300s\", which pins another digest",
+		    d->digest.str, d->ref_name);
+		imgfs_ref_destroy(&ref);
+		return NULL;
+	}
 	name = imgfs_ref_store_name(&ref);
 	imgfs_ref_destroy(&ref);
 	return name;

@@ -331,6 +331,66 @@ out:
 	return ok;
 }
 
+struct find_digest {
+	const char *repo; /* "<domain>/<path>" */
+	const char *digest;
+	char *name;
+	json_t *rec;
+};
+
+/* An image of the same repository whose manifest (or index) is the digest. */
+static int find_by_digest(void *ctx, const char *name, json_t *rec);
+
+/*
+ * A pull by digest of content the store already holds under another name of
+ * the same repository (repo:tag whose manifest, or whose index for this
+ * platform, is the digest): record it under the digest's name without asking
+ * the registry. The content is the digest's whatever name found it: every
+ * blob in the store was verified. True with *record set when done.
+ */
+static bool adopt_local(struct imgfs_store *s, const struct imgfs_ref *ref, const char *name,
+			const struct imgfs_pull_opts *opts, json_t **record)
+{
+	_cleanup_free_ char *repo = imgfs_xasprintf("%s/%s", ref->domain, ref->path);
+	struct find_digest f = {.repo = repo, .digest = ref->digest.str};
+	struct imgfs_platform want = {0};
+	struct imgfs_error e = {0};
+	const char *t, *plat;
+	json_t *copy = NULL;
+	bool ok = false;
+
+	if (!ref->has_digest || imgfs_store_list_images(s, find_by_digest, &f, &e) < 0 || !f.name)
+		goto out;
+	t = json_string_value(json_object_get(json_object_get(f.rec, "target"), "digest"));
+	if (!t || strcmp(t, ref->digest.str)) {
+		/* found by its index: only for the same platform */
+		_cleanup_free_ char *w = NULL;
+		if (want_platform(opts, &want, &e) < 0)
+			goto out;
+		w = imgfs_platform_string(&want);
+		plat = json_string_value(json_object_get(f.rec, "platform"));
+		if (!plat || strcmp(w, plat))
+			goto out;
+	}
+	if (!record_complete(s, f.rec) || !(copy = json_deep_copy(f.rec)))
+		goto out;
+	json_object_set_new(copy, "name", json_string(name));
+	if (t && !strcmp(t, ref->digest.str)) /* as a pull of the manifest itself records it */
+		json_object_set_new(copy, "index", json_null());
+	json_object_set_new(copy, "pulled", json_integer((json_int_t)time(NULL)));
+	if (imgfs_store_put_image(s, name, copy, &e) < 0)
+		goto out;
+	imgfs_debug("%s: recorded from %s, already in the store", name, f.name);
+	*record = json_incref(copy);
+	ok = true;
+out:
+	imgfs_platform_destroy(&want);
+	json_decref(copy);
+	json_decref(f.rec);
+	free(f.name);
+	return ok;
+}
+
 /* Progress for an image found up to date: every layer already present. */
 static void report_present(const struct imgfs_pull_opts *opts, const char *name, json_t *rec)
 {
@@ -379,7 +439,8 @@ int imgfs_pull(struct imgfs_store *s, const char *refstr, const struct imgfs_pul
 		rc = imgfs_store_lock_shared(s, err);
 	if (rc == 0) {
 		json_t *rec = NULL;
-		if (up_to_date(s, r, &ref, name, opts, &rec)) {
+		if (up_to_date(s, r, &ref, name, opts, &rec) ||
+		    adopt_local(s, &ref, name, opts, &rec)) {
 			report_present(opts, name, rec);
 			if (record)
 				*record = rec;
@@ -408,18 +469,16 @@ done:
 
 /* ---- lookup --------------------------------------------------------------- */
 
-struct find_digest {
-	const char *digest;
-	char *name;
-	json_t *rec;
-};
-
 static int find_by_digest(void *ctx, const char *name, json_t *rec)
 {
 	struct find_digest *f = ctx;
 	const char *t =
 	    json_string_value(json_object_get(json_object_get(rec, "target"), "digest"));
 	const char *i = json_string_value(json_object_get(json_object_get(rec, "index"), "digest"));
+	size_t rl = strlen(f->repo);
+
+	if (strncmp(name, f->repo, rl) || (name[rl] != ':' && name[rl] != '@'))
+		return 0;
 	if ((t && !strcmp(t, f->digest)) || (i && !strcmp(i, f->digest))) {
 		f->name = imgfs_xstrdup(name);
 		f->rec = json_incref(rec);
@@ -444,6 +503,8 @@ int imgfs_pull_lookup(struct imgfs_store *s, const char *refstr, char **name, js
 	if (err->code != ENOENT)
 		goto fail;
 	if (ref.has_digest) {
+		_cleanup_free_ char *repo = imgfs_xasprintf("%s/%s", ref.domain, ref.path);
+		f.repo = repo;
 		f.digest = ref.digest.str;
 		if (imgfs_store_list_images(s, find_by_digest, &f, err) < 0)
 			goto fail;

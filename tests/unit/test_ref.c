@@ -61,9 +61,22 @@ static const struct good goods[] = {
     {"alpine@sha256:" HEX64, "docker.io/library/alpine@sha256:" HEX64,
      "docker.io/library/alpine@sha256:" HEX64, "alpine@sha256:" HEX64, "registry-1.docker.io",
      "docker.io", "library/alpine", NULL},
+    /* a pinned reference is stored under its digest: the tag plays no part */
     {"alpine:3.18@sha256:" HEX64, "docker.io/library/alpine:3.18@sha256:" HEX64,
-     "docker.io/library/alpine:3.18", "alpine:3.18@sha256:" HEX64, "registry-1.docker.io",
+     "docker.io/library/alpine@sha256:" HEX64, "alpine:3.18@sha256:" HEX64, "registry-1.docker.io",
      "docker.io", "library/alpine", "3.18"},
+    {"127.0.0.1:5000/multi:v1@sha256:" HEX64, "127.0.0.1:5000/multi:v1@sha256:" HEX64,
+     "127.0.0.1:5000/multi@sha256:" HEX64, "127.0.0.1:5000/multi:v1@sha256:" HEX64,
+     "127.0.0.1:5000", "127.0.0.1:5000", "multi", "v1"},
+    /* a Hub path whose first component reads as a domain keeps docker.io/ in
+     * its familiar form: "a.b/c" would be registry a.b */
+    {"docker.io/a.b/c", "docker.io/a.b/c:latest", "docker.io/a.b/c:latest",
+     "docker.io/a.b/c:latest", "registry-1.docker.io", "docker.io", "a.b/c", "latest"},
+    {"docker.io/localhost/c:1", "docker.io/localhost/c:1", "docker.io/localhost/c:1",
+     "docker.io/localhost/c:1", "registry-1.docker.io", "docker.io", "localhost/c", "1"},
+    {"a.b/c", "a.b/c:latest", "a.b/c:latest", "a.b/c:latest", "a.b", "a.b", "c", "latest"},
+    {"docker.io/library/a.b", "docker.io/library/a.b:latest", "docker.io/library/a.b:latest",
+     "a.b:latest", "registry-1.docker.io", "docker.io", "library/a.b", "latest"},
     {"host:5000/x@sha512:" HEX128, "host:5000/x@sha512:" HEX128, "host:5000/x@sha512:" HEX128,
      "host:5000/x@sha512:" HEX128, "host:5000", "host:5000", "x", NULL},
     /* a bare host:port with no path is a Hub name with a tag (Docker does the same) */
@@ -223,11 +236,77 @@ static void test_limits(void)
 	imgfs_ref_destroy(&ref);
 }
 
+/* Where an image's directory is on a mount: familiar names, and never one
+ * path for two references (docker.io/a.b/c and a.b/c). */
+static void test_tree_path(void)
+{
+	static const char *const cases[][2] = {
+	    {"alpine:3.18", "alpine/3.18"},
+	    {"docker.io/user/app:v2", "user/app/v2"},
+	    {"docker.io/library/foo/bar:1", "library/foo/bar/1"},
+	    {"docker.io/a.b/c", "docker.io/a.b/c/latest"},
+	    {"a.b/c", "a.b/c/latest"},
+	    {"docker.io/localhost/c:1", "docker.io/localhost/c/1"},
+	    {"localhost/c:1", "localhost/c/1"},
+	    {"docker.io/a:5000/c:1", NULL}, /* not a valid Hub path: refused at parse */
+	    {"127.0.0.1:5000/lab/app@sha256:" HEX64, "127.0.0.1:5000/lab/app/@sha256:" HEX64},
+	    {"127.0.0.1:5000/multi@sha256:" HEX64, "127.0.0.1:5000/multi/@sha256:" HEX64},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct imgfs_ref ref;
+		struct imgfs_error err = {0};
+		char *p, *again;
+
+		test_current = cases[i][0];
+		if (!cases[i][1]) {
+			CHECK(imgfs_ref_parse(cases[i][0], &ref, &err) < 0);
+			continue;
+		}
+		CHECK(imgfs_ref_parse(cases[i][0], &ref, &err) == 0);
+		p = imgfs_ref_tree_path(&ref);
+		CHECK_STR(p, cases[i][1]);
+		imgfs_ref_destroy(&ref);
+		/* the familiar name parses back to the same reference */
+		CHECK(imgfs_ref_parse(cases[i][0], &ref, &err) == 0);
+		again = imgfs_ref_familiar(&ref);
+		{
+			struct imgfs_ref r2;
+			char *a, *b;
+			CHECK(imgfs_ref_parse(again, &r2, &err) == 0);
+			a = imgfs_ref_string(&ref);
+			b = imgfs_ref_string(&r2);
+			CHECK_STR(b, a);
+			free(a);
+			free(b);
+			imgfs_ref_destroy(&r2);
+		}
+		free(again);
+		free(p);
+		imgfs_ref_destroy(&ref);
+	}
+	/* the two colliding names get two paths */
+	{
+		struct imgfs_ref a, b;
+		struct imgfs_error err = {0};
+		char *pa, *pb;
+		CHECK(imgfs_ref_parse("docker.io/a.b/c:x", &a, &err) == 0);
+		CHECK(imgfs_ref_parse("a.b/c:x", &b, &err) == 0);
+		pa = imgfs_ref_tree_path(&a);
+		pb = imgfs_ref_tree_path(&b);
+		CHECK(strcmp(pa, pb) != 0);
+		free(pa);
+		free(pb);
+		imgfs_ref_destroy(&a);
+		imgfs_ref_destroy(&b);
+	}
+}
+
 int main(void)
 {
 	RUN(test_good);
 	RUN(test_digest_fields);
 	RUN(test_bad);
 	RUN(test_limits);
+	RUN(test_tree_path);
 	TEST_DONE();
 }
