@@ -3,6 +3,7 @@
 #include "cli.h"
 
 #include <getopt.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -199,6 +200,12 @@ int cmd_inspect(struct cli *cli, int argc, char **argv)
 		json_object_update(cfg, sum);
 		json_decref(sum);
 	}
+	{
+		char *upper =
+		    imgfs_store_upper_dir(s, name, jstr(json_object_get(rec, "target"), "digest"));
+		json_object_set_new(out, "upper", upper ? json_string(upper) : json_null());
+		free(upper);
+	}
 	json_array_foreach(json_object_get(out, "layers"), i, l)
 	{
 		struct imgfs_digest chain;
@@ -237,10 +244,40 @@ static int run_gc(struct imgfs_store *s)
 	char a[32];
 	if (imgfs_store_gc(s, gc_item, NULL, &rep, &err) < 0)
 		return cli_fail(&err);
-	printf("freed %s: %llu blobs, %llu snapshots, %llu partial downloads\n",
-	       imgfs_human_size(rep.blob_bytes + rep.snapshot_bytes, a, sizeof(a)),
-	       (unsigned long long)rep.blobs_removed, (unsigned long long)rep.snapshots_removed,
-	       (unsigned long long)(rep.ingests_removed + rep.tmp_removed));
+	printf(
+	    "freed %s: %llu blobs, %llu snapshots, %llu rootfs writes of removed images, "
+	    "%llu partial downloads\n",
+	    imgfs_human_size(rep.blob_bytes + rep.snapshot_bytes + rep.upper_bytes, a, sizeof(a)),
+	    (unsigned long long)rep.blobs_removed, (unsigned long long)rep.snapshots_removed,
+	    (unsigned long long)rep.uppers_removed,
+	    (unsigned long long)(rep.ingests_removed + rep.tmp_removed));
+	return 0;
+}
+
+/* A mount that is going away drops its hold on the writes a moment after
+ * umount returns: wait that long, and a little more, before setting them
+ * aside. */
+#define RM_WAIT_MS 2000
+
+/* The writes made in the image's rootfs go with it (a later image of the
+ * same name must not get them back). */
+static int rm_writes(struct imgfs_store *s, const char *name, json_t *rec)
+{
+	struct imgfs_error err = {0};
+	const char *digest = jstr(json_object_get(rec, "target"), "digest");
+	_cleanup_free_ char *dir = imgfs_store_upper_dir(s, name, digest);
+	bool kept = false;
+
+	if (!dir || access(dir, F_OK) < 0)
+		return 0; /* its rootfs was never used */
+	if (imgfs_store_upper_remove(s, name, digest, RM_WAIT_MS, &kept, &err) < 0)
+		return cli_fail(&err);
+	if (kept)
+		printf("removed the writes made in its rootfs/ from the store's view: a mounted "
+		       "imgfs still serves them until it is unmounted; imgfs gc deletes them "
+		       "then\n");
+	else
+		printf("removed the writes made in its rootfs/\n");
 	return 0;
 }
 
@@ -249,10 +286,11 @@ int cmd_rm(struct cli *cli, int argc, char **argv)
 	struct imgfs_error err = {0};
 	struct imgfs_store *s;
 	int rc = 0;
-	int first =
-	    simple_opts(argc, argv, NULL,
-			"Usage: imgfs rm REF...\n\nRemove images from the store, then remove the "
-			"blobs and snapshots no other image uses.\n");
+	int first = simple_opts(
+	    argc, argv, NULL,
+	    "Usage: imgfs rm REF...\n\nRemove images from the store with the writes made "
+	    "in their rootfs/, then remove the blobs and snapshots no other image "
+	    "uses.\n");
 	if (first < 0)
 		return first == -1 ? 0 : EXIT_USAGE;
 	if (first >= argc)
@@ -262,12 +300,16 @@ int cmd_rm(struct cli *cli, int argc, char **argv)
 		return 1;
 	for (int i = first; i < argc; i++) {
 		char *name = NULL;
-		if (imgfs_pull_lookup(s, argv[i], &name, NULL, &err) < 0 ||
+		json_t *rec = NULL;
+		if (imgfs_pull_lookup(s, argv[i], &name, &rec, &err) < 0 ||
 		    imgfs_store_delete_image(s, name, &err) < 0) {
 			rc = cli_fail(&err);
 		} else {
 			printf("removed image %s\n", name);
+			if (rm_writes(s, name, rec) < 0)
+				rc = 1;
 		}
+		json_decref(rec);
 		free(name);
 	}
 	if (run_gc(s) != 0)

@@ -138,6 +138,10 @@ int cmd_mount(struct cli *cli, int argc, char **argv)
 	return rc < 0 ? cli_fail(&err) : 0;
 }
 
+/* A mount that is going away drops its hold on the upper dir a moment after
+ * umount returns (~45 ms seen): reset waits that long, and a little more. */
+#define RESET_WAIT_MS 2000
+
 int cmd_reset(struct cli *cli, int argc, char **argv)
 {
 	struct imgfs_error err = {0};
@@ -160,9 +164,18 @@ int cmd_reset(struct cli *cli, int argc, char **argv)
 	if (!s)
 		return 1;
 	rc = imgfs_pull_lookup(s, argv[1], &name, &rec, &err);
-	json_decref(rec);
+	if (rc < 0 && err.code == ENOENT) {
+		/* imgfs rm discarded its writes with it */
+		imgfs_store_close(s);
+		fprintf(stderr, "imgfs: reset %s: nothing to reset: %s\n", argv[1], err.msg);
+		return 0;
+	}
 	if (rc == 0)
-		rc = imgfs_fs_reset(s, name, &err);
+		rc = imgfs_store_upper_reset(
+		    s, name,
+		    json_string_value(json_object_get(json_object_get(rec, "target"), "digest")),
+		    RESET_WAIT_MS, &err);
+	json_decref(rec);
 	imgfs_store_close(s);
 	return rc < 0 ? cli_fail(&err) : 0;
 }

@@ -24,13 +24,4 @@ struct imgfs_fs_opts {
  * Returns 0 after a clean unmount, -1 with err filled when mounting failed. */
 int imgfs_fs_main(const struct imgfs_fs_opts *opts, struct imgfs_error *err);
 
-/* The directory holding an image's rootfs upper and work dirs:
- * "<root>/uppers/<name escaped>" (every byte outside [A-Za-z0-9._-] as %XX).
- * Caller frees. */
-char *imgfs_fs_upper_dir(const char *store_root, const char *image_name);
-
-/* Discard the writes made to an image's rootfs/ (empty its upper dir). EBUSY
- * while a mounted imgfs has that rootfs in use. */
-int imgfs_fs_reset(struct imgfs_store *s, const char *image_name, struct imgfs_error *err);
-
 #endif

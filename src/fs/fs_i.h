@@ -27,7 +27,7 @@
  * Backings live until the daemon exits.
  */
 struct fs_backing {
-	char *key;  /* "blobs", "layer:<hex>", "snap:<hex>", "rootfs:<image name>" */
+	char *key;  /* "blobs", "layer:<hex>", "snap:<hex>", "rootfs:<name>@<digest>#<upper ino>" */
 	int fd;	    /* O_PATH fd of the root */
 	int lockfd; /* rootfs: shared flock on the upper dir's lock file, else -1 */
 	int *holds; /* imgfs_store_snapshot_hold fds of the snapshots served */
@@ -225,8 +225,10 @@ struct fs_node {
 	char blob[IMGFS_DIGEST_MAX + 8];
 	/* VIEW */
 	enum fs_view_kind view;
-	char *key;     /* the backing's key */
-	char *key_arg; /* layer, snapshot: chainID; rootfs: image name */
+	char *key;	 /* the backing's key */
+	char *key_arg;	 /* layer, snapshot: chainID; rootfs: image name */
+	char *digest;	 /* rootfs: the manifest digest */
+	ino_t upper_ino; /* rootfs: inode of its upper dir's directory when resolved */
 	/* PULL */
 	char *ref;
 	/* attributes for DIR/GEN */

@@ -2,7 +2,7 @@
 /*
  * The daemon: mount, daemonize, serve multi-threaded until unmounted or
  * signalled, then let the process's exit take the detached overlay mounts
- * with it. Also the rootfs upper directories and `imgfs reset`.
+ * with it.
  */
 #include "fs_i.h"
 
@@ -28,63 +28,6 @@ static void fuse_log_to_imgfs(enum fuse_log_level level, const char *fmt, va_lis
 		  : level <= FUSE_LOG_INFO    ? IMGFS_LOG_INFO
 					      : IMGFS_LOG_DEBUG,
 		  "fuse: %s", msg);
-}
-
-char *imgfs_fs_upper_dir(const char *store_root, const char *image_name)
-{
-	static const char hex[] = "0123456789ABCDEF";
-	size_t n = strlen(image_name);
-	_cleanup_free_ char *esc = calloc(1, n * 3 + 1);
-	char *o = esc;
-
-	if (!esc)
-		return NULL;
-	for (const unsigned char *p = (const unsigned char *)image_name; *p; p++) {
-		if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
-		    (*p >= '0' && *p <= '9') || *p == '.' || *p == '_' || *p == '-') {
-			*o++ = (char)*p;
-		} else {
-			*o++ = '%';
-			*o++ = hex[*p >> 4];
-			*o++ = hex[*p & 15];
-		}
-	}
-	if (!strcmp(esc, ".") || !strcmp(esc, ".."))
-		return imgfs_xasprintf("%s/uppers/%%2E%s", store_root, esc + 1);
-	return imgfs_xasprintf("%s/uppers/%s", store_root, esc);
-}
-
-int imgfs_fs_reset(struct imgfs_store *s, const char *image_name, struct imgfs_error *err)
-{
-	_cleanup_free_ char *base = imgfs_fs_upper_dir(imgfs_store_root(s), image_name);
-	_cleanup_free_ char *lock = imgfs_xasprintf("%s/lock", base);
-	_cleanup_close_ int lfd = -1;
-	_cleanup_close_ int dfd = -1;
-	int rc;
-
-	dfd = open(base, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd < 0) {
-		if (errno == ENOENT)
-			return 0; /* never written */
-		return imgfs_error_errno(err, errno, "reset %s: %s", image_name, base);
-	}
-	lfd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	if (lfd < 0)
-		return imgfs_error_errno(err, errno, "reset %s: %s", image_name, lock);
-	if (flock(lfd, LOCK_EX | LOCK_NB) < 0) {
-		if (errno == EWOULDBLOCK)
-			return imgfs_error_set(
-			    err, EBUSY,
-			    "reset %s: its rootfs is in use by a mounted imgfs; unmount it first",
-			    image_name);
-		return imgfs_error_errno(err, errno, "reset %s: lock", image_name);
-	}
-	rc = imgfs_rm_rf_at(dfd, "upper");
-	if (rc == 0 || rc == -ENOENT)
-		rc = imgfs_rm_rf_at(dfd, "work");
-	if (rc < 0 && rc != -ENOENT)
-		return imgfs_error_errno(err, -rc, "reset %s: removing %s/upper", image_name, base);
-	return 0;
 }
 
 /* Every inode the kernel remembers holds an O_PATH fd: lift the soft limit

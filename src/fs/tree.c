@@ -386,6 +386,7 @@ void fs_node_destroy(struct fs_node *n)
 {
 	free(n->content);
 	free(n->key_arg);
+	free(n->digest);
 	free(n->ref);
 	free(n->key);
 	memset(n, 0, sizeof(*n));
@@ -421,7 +422,31 @@ static void free_split(char **v, size_t n)
 	free(v);
 }
 
-static int resolve_in_image(const struct fs_image *im, char **rest, size_t n, struct fs_node *out)
+/* rootfs/: an overlay of the image's layers with the upper dir of its name
+ * at its digest. The key names that dir's inode too: after `imgfs rm` (the
+ * writes removed or set aside) a new image of the same name and digest gets
+ * a new dir, hence a new backing, never the old overlay and its writes. */
+static int resolve_rootfs(struct fs *fs, const struct fs_image *im, struct fs_node *out)
+{
+	const char *d = rec_str(im->rec, "target", "digest");
+	struct imgfs_error err = {0};
+	ino_t ino;
+
+	if (!d || imgfs_store_upper_make(fs->store, im->name, d, &ino, &err) < 0) {
+		imgfs_warn("fs: rootfs of %s: %s", im->name, d ? err.msg : "no manifest digest");
+		return d && err.code ? -err.code : -EIO;
+	}
+	out->type = FS_NODE_VIEW;
+	out->view = FS_VIEW_ROOTFS;
+	out->key_arg = imgfs_xstrdup(im->name);
+	out->digest = imgfs_xstrdup(d);
+	out->upper_ino = ino;
+	out->key = imgfs_xasprintf("rootfs:%s@%s#%llu", im->name, d, (unsigned long long)ino);
+	return 0;
+}
+
+static int resolve_in_image(struct fs *fs, const struct fs_image *im, char **rest, size_t n,
+			    struct fs_node *out)
 {
 	const char *d;
 	json_t *rec = im->rec;
@@ -459,14 +484,8 @@ static int resolve_in_image(const struct fs_image *im, char **rest, size_t n, st
 			out->nlink = 2;
 			return 0;
 		}
-		if (!strcmp(rest[0], "rootfs")) {
-			d = rec_str(rec, "target", "digest");
-			out->type = FS_NODE_VIEW;
-			out->view = FS_VIEW_ROOTFS;
-			out->key_arg = imgfs_xstrdup(im->name);
-			out->key = imgfs_xasprintf("rootfs:%s@%s", im->name, d ? d : "");
-			return 0;
-		}
+		if (!strcmp(rest[0], "rootfs"))
+			return resolve_rootfs(fs, im, out);
 		return -ENOENT;
 	}
 	if (n == 2 && !strcmp(rest[0], "layers")) {
@@ -567,7 +586,7 @@ static int resolve_where(struct fs *fs, struct fs_catalog *c, char **comps, size
 		}
 		break;
 	case W_IMAGE:
-		rc = resolve_in_image(w.img, rest, nr, out);
+		rc = resolve_in_image(fs, w.img, rest, nr, out);
 		break;
 	}
 out:
@@ -807,21 +826,38 @@ static int chain_dirs(struct fs *fs, struct fs_backing *b, const char *chain_id,
 /*
  * One overlay at a time may use an upper dir (two that share one are
  * undefined behaviour): a read-write mount holds its lock file exclusively,
- * read-only mounts shared, `imgfs reset` exclusively. 0 or -errno (EBUSY).
+ * read-only mounts shared; `imgfs reset`, rm and gc exclusively, and rm and
+ * gc remove the dir only while holding it. So once locked, the dir must
+ * still be the one resolved (rm may have removed it meanwhile). Makes
+ * upper/ and work/ in it. 0 or -errno (EBUSY, ENOENT when it went away).
  */
-static int lock_upper(struct fs *fs, const char *lock, const char *image_name, struct fs_backing *b)
+static int lock_upper(struct fs *fs, const struct fs_node *node, const char *base,
+		      struct fs_backing *b)
 {
-	b->lockfd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	_cleanup_close_ int dfd = open(base, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	struct stat a, p;
+
+	if (dfd < 0)
+		return -errno;
+	b->lockfd = openat(dfd, "lock", O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (b->lockfd < 0)
 		return -errno;
-	if (flock(b->lockfd, (fs->read_only ? LOCK_SH : LOCK_EX) | LOCK_NB) == 0)
-		return 0;
-	if (errno != EWOULDBLOCK)
+	if (flock(b->lockfd, (fs->read_only ? LOCK_SH : LOCK_EX) | LOCK_NB) < 0) {
+		if (errno != EWOULDBLOCK)
+			return -errno;
+		imgfs_err("fs: rootfs of %s: its upper dir is in use by another imgfs mount of "
+			  "this store (one read-write mount, or any number of -o ro mounts, at a "
+			  "time)",
+			  node->key_arg);
+		return -EBUSY;
+	}
+	if (fstat(dfd, &a) < 0 || a.st_nlink == 0 || a.st_ino != node->upper_ino ||
+	    stat(base, &p) < 0 || p.st_ino != a.st_ino || p.st_dev != a.st_dev)
+		return -ENOENT; /* removed or set aside: the next lookup makes a new one */
+	if ((mkdirat(dfd, "upper", 0755) < 0 && errno != EEXIST) ||
+	    (mkdirat(dfd, "work", 0700) < 0 && errno != EEXIST))
 		return -errno;
-	imgfs_err("fs: rootfs of %s: its upper dir is in use by another imgfs mount of this store "
-		  "(one read-write mount, or any number of -o ro mounts, at a time)",
-		  image_name);
-	return -EBUSY;
+	return 0;
 }
 
 /* Append a copy of dir to the NULL-terminated list dirs of n. 0 or -errno. */
@@ -841,30 +877,30 @@ static int append_dir(char ***dirs, size_t *n, const char *dir)
 	return 0;
 }
 
-static int make_overlay(struct fs *fs, const char *chain_top, const char *image_name,
+/* The overlay of the chain ending at chain_top (NULL: none), read-only, or
+ * with the upper dir of the rootfs node rootfs (NULL for a snapshot view). */
+static int make_overlay(struct fs *fs, const char *chain_top, const struct fs_node *rootfs,
 			struct fs_backing *b)
 {
+	const char *image_name = rootfs ? rootfs->key_arg : NULL;
 	struct imgfs_error err = {0};
 	char **dirs = NULL;
 	size_t n = 0;
-	_cleanup_free_ char *base = imgfs_fs_upper_dir(fs->root, image_name ? image_name : "");
+	_cleanup_free_ char *base =
+	    rootfs ? imgfs_store_upper_dir(fs->store, rootfs->key_arg, rootfs->digest) : NULL;
 	_cleanup_free_ char *empty = imgfs_xasprintf("%s/uppers/.empty", fs->root);
-	_cleanup_free_ char *upper = imgfs_xasprintf("%s/upper", base);
-	_cleanup_free_ char *work = imgfs_xasprintf("%s/work", base);
-	_cleanup_free_ char *lock = imgfs_xasprintf("%s/lock", base);
+	_cleanup_free_ char *upper = imgfs_xasprintf("%s/upper", base ? base : "");
+	_cleanup_free_ char *work = imgfs_xasprintf("%s/work", base ? base : "");
 	int rc = 0;
 
+	if (rootfs && !base)
+		return -EINVAL;
 	if (chain_top)
 		rc = chain_dirs(fs, b, chain_top, &dirs, &n);
 	if (rc == 0 && n == 0) /* overlay needs a lower dir: an empty one changes nothing */
 		rc = append_dir(&dirs, &n, empty);
-	if (rc == 0 && image_name) {
-		if (imgfs_mkdir_p(upper, 0755, &err) < 0 || imgfs_mkdir_p(work, 0700, &err) < 0) {
-			rc = -err.code;
-		} else {
-			rc = lock_upper(fs, lock, image_name, b);
-		}
-	}
+	if (rc == 0 && rootfs)
+		rc = lock_upper(fs, rootfs, base, b);
 	if (rc == 0) {
 		int fd = fs_overlay_detached((const char *const *)dirs, n,
 					     image_name ? upper : NULL, image_name ? work : NULL,
@@ -899,15 +935,18 @@ static int make_overlay(struct fs *fs, const char *chain_top, const char *image_
 	return rc;
 }
 
-static int make_rootfs(struct fs *fs, const char *name, struct fs_backing *b)
+static int make_rootfs(struct fs *fs, const struct fs_node *node, struct fs_backing *b)
 {
 	struct fs_catalog *c = fs_catalog_get(fs);
 	const struct fs_image *im = NULL;
+	const char *name = node->key_arg, *d;
 	_cleanup_free_ char *top = NULL;
 	size_t n;
 
+	/* the image still at the digest resolved (a tag may have moved since) */
 	for (size_t i = 0; c && i < c->n && !im; i++) {
-		if (!strcmp(c->images[i].name, name))
+		d = rec_str(c->images[i].rec, "target", "digest");
+		if (!strcmp(c->images[i].name, name) && d && !strcmp(d, node->digest))
 			im = &c->images[i];
 	}
 	n = im ? rec_nlayers(im->rec) : 0;
@@ -920,7 +959,7 @@ static int make_rootfs(struct fs *fs, const char *name, struct fs_backing *b)
 		imgfs_warn("fs: image %s: its record has no valid chainID: not served", name);
 		return -EIO;
 	}
-	return make_overlay(fs, top, name, b);
+	return make_overlay(fs, top, node, b);
 }
 
 int fs_tree_make_backing(struct fs *fs, const struct fs_node *node, struct fs_backing *b)
@@ -949,7 +988,7 @@ int fs_tree_make_backing(struct fs *fs, const struct fs_node *node, struct fs_ba
 	case FS_VIEW_SNAPSHOT:
 		return make_overlay(fs, node->key_arg, NULL, b);
 	case FS_VIEW_ROOTFS:
-		return make_rootfs(fs, node->key_arg, b);
+		return make_rootfs(fs, node, b);
 	default:
 		return -EINVAL;
 	}

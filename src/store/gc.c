@@ -65,6 +65,7 @@ struct gc {
 	struct strset blobs;  /* referenced blob digests */
 	struct strset chains; /* referenced chainIDs (closed over parents) */
 	struct strset ids;    /* ids (as text) of kept snapshots */
+	struct strset uppers; /* keys of the upper dirs image records name */
 	int *held;	      /* exclusive .use locks of snapshots being removed */
 	size_t nheld;
 	void (*fn)(void *ctx, const char *what, uint64_t bytes);
@@ -185,9 +186,16 @@ static int each_record(struct imgfs_store *s, MDB_txn *txn, MDB_dbi dbi,
 
 static void image_cb(void *ctx, const char *key, json_t *rec)
 {
-	if (json_is_object(rec))
-		mark_image(ctx, rec);
-	else
+	struct gc *g = ctx;
+
+	if (json_is_object(rec)) {
+		_cleanup_free_ char *upper = store_upper_key(
+		    key,
+		    json_string_value(json_object_get(json_object_get(rec, "target"), "digest")));
+		mark_image(g, rec);
+		if (upper)
+			set_add(&g->uppers, upper);
+	} else
 		imgfs_warn("gc: image record %s is corrupt; it protects nothing", key);
 }
 
@@ -263,6 +271,7 @@ static int gc_mark(struct gc *g, struct snapinfo *si, struct strset *blob_keys,
 	    each_record(g->s, txn, g->s->db_blobs, blob_key_cb, blob_keys, err) < 0)
 		return -1;
 	set_seal(&g->blobs);
+	set_seal(&g->uppers);
 	keep_in_use(g, si);
 	mark_parents(g, si);
 	return 0;
@@ -373,6 +382,63 @@ static void sweep_snapshot_dirs(struct gc *g, struct snapinfo *si)
 	closedir(d);
 }
 
+/* The image an upper dir held the writes of, from its "image" file. */
+static void upper_owner(int dirfd, const char *n, char *out, size_t size)
+{
+	_cleanup_close_ int fd = openat(dirfd, n, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	_cleanup_close_ int ifd =
+	    fd < 0 ? -1 : openat(fd, "image", O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	ssize_t r = ifd < 0 ? -1 : read(ifd, out, size - 1);
+	char *nl;
+
+	out[r > 0 ? r : 0] = '\0';
+	if ((nl = strchr(out, '\n')))
+		*nl = ' ';
+	if ((nl = strchr(out, '\n')))
+		*nl = '\0';
+}
+
+/* Upper dirs (rootfs writes) no image record names, unless a mount serves
+ * them: writes belong to one image name at one digest. */
+static void sweep_uppers(struct gc *g)
+{
+	_cleanup_free_ char *dir = imgfs_xasprintf("%s/uppers", g->s->root);
+	DIR *d = opendir(dir);
+	struct dirent *de;
+
+	if (!d)
+		return;
+	while ((de = readdir(d))) {
+		const char *n = de->d_name;
+		struct imgfs_error e = {0};
+		char owner[600];
+		struct stat st;
+		uint64_t bytes;
+		bool kept = false;
+
+		if (n[0] == '.' || set_has(&g->uppers, n) ||
+		    fstatat(dirfd(d), n, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISDIR(st.st_mode))
+			continue;
+		upper_owner(dirfd(d), n, owner, sizeof(owner));
+		bytes = store_du_at(dirfd(d), n);
+		if (store_upper_discard(g->s, n, 0, false, &kept, &e) < 0) {
+			imgfs_warn("gc: %s", e.msg);
+			continue;
+		}
+		if (kept) {
+			imgfs_warn("gc: kept the rootfs writes of %s (uppers/%s): in use by a "
+				   "mounted imgfs",
+				   owner[0] ? owner : "a removed image", n);
+			g->rep->uppers_in_use++;
+			continue;
+		}
+		g->rep->uppers_removed++;
+		g->rep->upper_bytes += bytes;
+		report(g, bytes, "rootfs writes of %s (uppers/%s)", owner[0] ? owner : "?", n);
+	}
+	closedir(d);
+}
+
 static void sweep_ingest(struct gc *g)
 {
 	_cleanup_free_ char *dir = imgfs_xasprintf("%s/ingest", g->s->root);
@@ -432,6 +498,7 @@ int imgfs_store_gc(struct imgfs_store *s, void (*fn)(void *ctx, const char *what
 		sweep_blob_dir(&g, IMGFS_SHA256);
 		sweep_blob_dir(&g, IMGFS_SHA512);
 		sweep_snapshot_dirs(&g, &si);
+		sweep_uppers(&g);
 		sweep_ingest(&g);
 	}
 	for (size_t i = 0; i < g.nheld; i++)
@@ -441,6 +508,7 @@ int imgfs_store_gc(struct imgfs_store *s, void (*fn)(void *ctx, const char *what
 	set_free(&g.blobs);
 	set_free(&g.chains);
 	set_free(&g.ids);
+	set_free(&g.uppers);
 	set_free(&si.keys);
 	set_free(&blob_keys);
 	json_decref(si.map);

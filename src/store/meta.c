@@ -158,6 +158,38 @@ static int info_get_int(MDB_txn *txn, MDB_dbi dbi, const char *key, json_int_t *
 	return 0;
 }
 
+/*
+ * Schema 1 -> 2: rootfs upper dirs were named after the image
+ * (uppers/<name escaped>); they are now keyed by name and manifest digest
+ * (uppers.c). Move each image's to its key. Runs inside the write
+ * transaction that records the new version, so one process migrates and the
+ * others wait for it; the moves are idempotent if it dies half-way. Upper
+ * dirs of no image are left for gc.
+ */
+static int migrate_v1(struct imgfs_store *s, MDB_txn *txn, struct imgfs_error *err)
+{
+	MDB_cursor *cur;
+	MDB_val k, v;
+	int rc, op = MDB_FIRST;
+
+	if ((rc = mdb_cursor_open(txn, s->db_images, &cur)))
+		return store_mdb_error(err, rc, "store %s: migrate to schema 2", s->root);
+	while ((rc = mdb_cursor_get(cur, &k, &v, op)) == 0) {
+		_cleanup_free_ char *name = strndup(k.mv_data, k.mv_size);
+		_cleanup_json_ json_t *rec = json_loadb(v.mv_data, v.mv_size, 0, NULL);
+		int r;
+
+		op = MDB_NEXT;
+		if (name && rec && (r = store_upper_migrate_v1(s, name, rec)) < 0)
+			imgfs_warn("store %s: moving the writes of %s: %s", s->root, name,
+				   strerror(-r));
+	}
+	mdb_cursor_close(cur);
+	if (rc != MDB_NOTFOUND)
+		return store_mdb_error(err, rc, "store %s: migrate to schema 2", s->root);
+	return 0;
+}
+
 static int meta_init_schema(struct imgfs_store *s, struct imgfs_error *err)
 {
 	_cleanup_txn_ MDB_txn *txn = NULL;
@@ -184,7 +216,9 @@ static int meta_init_schema(struct imgfs_store *s, struct imgfs_error *err)
 	if (have_ver && ver < 1)
 		return imgfs_error_set(err, EIO, "store %s: invalid schema version %lld", s->root,
 				       (long long)ver);
-	if (!have_ver) {
+	if (have_ver && ver == 1 && migrate_v1(s, txn, err) < 0)
+		return -1;
+	if (!have_ver || ver < IMGFS_STORE_SCHEMA_VERSION) {
 		_cleanup_json_ json_t *v = json_integer(IMGFS_STORE_SCHEMA_VERSION);
 		if (store_put_json(txn, s->db_info, "schema", v, err) < 0)
 			return imgfs_error_wrap(err, "store %s", s->root);

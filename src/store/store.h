@@ -13,6 +13,7 @@
  *   <root>/snapshots/tmp-*           unpacks in progress (removed by gc)
  *   <root>/locks/                    flock files (gc.lock, chain-<hex>.lock)
  *   <root>/meta/                     the LMDB environment (data.mdb, lock.mdb)
+ *   <root>/uppers/<key>/             an image's rootfs writes (upper/, work/, lock)
  *
  * Concurrency: all functions are thread-safe. Several processes may use one
  * store: LMDB serialises metadata writes; blob ingest and snapshot unpack take
@@ -25,7 +26,7 @@
 
 #include <jansson.h>
 
-#define IMGFS_STORE_SCHEMA_VERSION 1
+#define IMGFS_STORE_SCHEMA_VERSION 2
 #define IMGFS_DEFAULT_STORE "/var/lib/imgfs"
 
 /* ---- media types ------------------------------------------------------- */
@@ -237,18 +238,51 @@ int imgfs_store_list_images(struct imgfs_store *s,
 			    int (*fn)(void *ctx, const char *name, json_t *rec), void *ctx,
 			    struct imgfs_error *err);
 
+/* ---- rootfs upper directories (uppers.c) -------------------------------- */
+
+/*
+ * The writes made in an image's rootfs/ belong to one image name at one
+ * manifest digest: <root>/uppers/<alg>-<hex>-<sha256 of the name, hex>/ holds
+ * upper/ and work/ (overlayfs), lock (flock: a read-write mount holds it
+ * exclusively, read-only mounts shared; reset, rm and gc exclusively) and
+ * image (the name and digest, for people). A tag that moves to new content
+ * gets a new directory; the old one stays until gc.
+ */
+/* The directory of name at manifest digest ("sha256:…"); NULL when digest
+ * is not a valid digest. Caller frees. */
+char *imgfs_store_upper_dir(const struct imgfs_store *s, const char *name, const char *digest);
+/* Make that directory if absent (0700). *ino is its inode number: it changes
+ * whenever rm or gc removed or set aside the writes, so a mount can tell its
+ * overlay is no longer this image's. */
+int imgfs_store_upper_make(struct imgfs_store *s, const char *name, const char *digest, ino_t *ino,
+			   struct imgfs_error *err);
+/* Discard the writes (empty upper/ and work/). A mount that is going away
+ * drops its lock a moment after umount returns: wait up to wait_ms for it,
+ * then EBUSY. 0 also when there are none. */
+int imgfs_store_upper_reset(struct imgfs_store *s, const char *name, const char *digest,
+			    int wait_ms, struct imgfs_error *err);
+/* For an image whose record is gone: delete its writes, waiting up to
+ * wait_ms for a mount that holds them; when one still does, set them aside
+ * (*kept true) where no later image finds them, for gc to remove once that
+ * mount has ended. 0 also when there are none. */
+int imgfs_store_upper_remove(struct imgfs_store *s, const char *name, const char *digest,
+			     int wait_ms, bool *kept, struct imgfs_error *err);
+
 /* ---- garbage collection (gc.c) ----------------------------------------- */
 
 struct imgfs_gc_report {
 	uint64_t blobs_removed, blob_bytes;
 	uint64_t snapshots_removed, snapshot_bytes;
 	uint64_t ingests_removed, tmp_removed;
-	uint64_t snapshots_in_use; /* unreferenced but kept: a mount holds them */
+	uint64_t snapshots_in_use;	      /* unreferenced but kept: a mount holds them */
+	uint64_t uppers_removed, upper_bytes; /* rootfs writes of images no record names */
+	uint64_t uppers_in_use;		      /* such writes kept: a mount serves them */
 };
 /* Remove blobs and snapshots no image references (snapshots a mount holds,
  * see imgfs_store_snapshot_hold, and their parents are kept and logged),
- * abandoned ingests and tmp dirs. Takes the exclusive gc lock. fn (may be NULL) is told of each
- * item removed ("blob sha256:…", "snapshot sha256:…"). */
+ * rootfs writes (uppers/) of no image record's name and digest unless a
+ * mount serves them, abandoned ingests and tmp dirs. Takes the exclusive gc lock. fn (may be NULL)
+ * is told of each item removed ("blob sha256:…", "snapshot sha256:…"). */
 int imgfs_store_gc(struct imgfs_store *s, void (*fn)(void *ctx, const char *what, uint64_t bytes),
 		   void *ctx, struct imgfs_gc_report *rep, struct imgfs_error *err);
 

@@ -92,6 +92,22 @@ int store_fsync_dir(const char *path);
 /* Disk usage of a tree in bytes (st_blocks, hardlinks counted once), not following symlinks. */
 uint64_t store_du_at(int dirfd, const char *name);
 
+/* ---- rootfs upper directories (uppers.c) ------------------------------- */
+
+/* The directory name below uppers/ for name at manifest digest:
+ * "<alg>-<hex>-<sha256(name) hex>"; NULL when digest is invalid. Caller frees. */
+char *store_upper_key(const char *name, const char *digest);
+/* Write <dirfd>/image ("<name>\n<digest>\n"). 0 or -errno. */
+int store_upper_write_info(int dirfd, const char *name, const char *digest);
+/* Remove uppers/<key> holding its lock (waiting up to wait_ms); when a mount
+ * holds it, set *kept and, if set_aside, rename it to uppers/removed-*. 0
+ * when removed, kept or absent. */
+int store_upper_discard(struct imgfs_store *s, const char *key, int wait_ms, bool set_aside,
+			bool *kept, struct imgfs_error *err);
+/* Schema 1 -> 2: move an image's upper dir from its escaped name to its key.
+ * 0 or -errno. */
+int store_upper_migrate_v1(struct imgfs_store *s, const char *name, json_t *rec);
+
 /* ---- snapshots (snapshots.c) ------------------------------------------- */
 
 /* True if a tmp-* dir of this process is being prepared (fd held). */

@@ -20,10 +20,9 @@ REF=$REGISTRY/lab/features:v1
 imgfs_mount "$S" "$M" allow_other
 ls "$M/pull/$REF/rootfs" >/dev/null || fail "pull through pull/ failed: $(cat "$M/.imgfs/status")"
 IMG=$M/$REGISTRY/lab/features/v1 R=$M/$REGISTRY/lab/features/v1/rootfs
-ESC=$("$PY" -c 'import sys; print("".join(c if c.isalnum() or c in "._-" else "%%%02X" % ord(c) for c in sys.argv[1]))' \
-	"$REGISTRY/lab/features:v1")
-U=$S/uppers/$ESC/upper
 imgfs_ok "$S" inspect --json "$REF"
+U=$("$PY" -c 'import json, sys; print(json.load(open(sys.argv[1]))["upper"])' "$T/out")/upper
+case $U in "$S/uppers/"*) ;; *) fail "inspect --json: upper $U is not under $S/uppers" ;; esac
 mapfile -t SNAPS < <("$PY" -c 'import json,sys
 for l in json.load(open(sys.argv[1]))["layers"]: print(l["snapshot"])' "$T/out")
 before=$(for s in "${SNAPS[@]}"; do tree_hash "$s"; done)

@@ -5,7 +5,12 @@
 #    and by `imgfs pull`, and never creates or moves a tag; a user of an
 #    allow_other mount (uid 65534) cannot plant a digest under a tag that
 #    root later gets from the store;
-#  - docker.io/a.b/c and a.b/c are two directories, and pull/ reaches each.
+#  - docker.io/a.b/c and a.b/c are two directories, and pull/ reaches each;
+#  - a reference at the length limits still gets a writable rootfs/;
+#  - rootfs writes belong to one image name at one digest: rm removes them
+#    (nobody's re-pull through pull/ does not bring root's back), a moved tag
+#    starts clean, gc removes the old ones, reset after rm has nothing to do;
+#  - `umount DIR && imgfs reset REF` works every time.
 . "${IMGFS_SRC:-$(dirname "$0")/../..}/tests/lib/common.sh"
 . "$IMGFS_SRC/tests/integration/fs_lib.bash"
 
@@ -111,6 +116,94 @@ got=$(as_nobody cat "$M3/pull/docker.io/a.b/c:v1/digest" 2>"$T/err") || fail "pu
 got=$(as_nobody cat "$M3/pull/a.b/c:amd64/digest" 2>"$T/err") || fail "pull/a.b/c:amd64: $(cat "$T/err")"
 [ "$got" = "$AMD" ] || fail "pull/a.b/c:amd64 answered $got"
 
+# --- a reference at the length limits: 255-character repository, 128-character tag
+LONGREPO=long.example/$(printf 'a%.0s' {1..110})/$(printf 'b%.0s' {1..131})
+LONGTAG=$(printf 't%.0s' {1..128})
+[ ${#LONGREPO} = 255 ] || fail "test bug: repository is ${#LONGREPO} characters"
+mkdir -p "$T/longlayout"
+cp -r "$T/fixtures/features/." "$T/longlayout/"
+"$PY" -c 'import json, sys
+p = sys.argv[1] + "/index.json"; d = json.load(open(p))
+for m in d["manifests"]: m["annotations"]["org.opencontainers.image.ref.name"] = sys.argv[2]
+json.dump(d, open(p, "w"))' "$T/longlayout" "$LONGTAG"
+imgfs_ok "$S3" import --name "$LONGREPO" "$T/longlayout"
+R=$M3/$LONGREPO/$LONGTAG/rootfs
+ls "$R/" >/dev/null 2>"$T/err" || fail "rootfs of a long reference: $(cat "$T/err")"
+echo long >"$R/longfile" || fail "write into the rootfs of a long reference failed"
+[ "$(cat "$R/longfile")" = long ] || fail "long reference: written file not read back"
 imgfs_unmount "$M3" "$MOUNT_PID"
 no_store_mounts "$S3"
+
+# upper_of STORE REF: the directory holding REF's rootfs writes
+upper_of() {
+	imgfs_ok "$1" inspect --json "$2"
+	"$PY" -c 'import json, sys; print(json.load(open(sys.argv[1]))["upper"])' "$T/out"
+}
+
+# --- writes go with their image
+S4=$T/store4 M4=$T/mnt4 W=$REGISTRY/lab/w:v1
+push_layout "$T/fixtures/features" v1 lab/w:v1
+imgfs_ok "$S4" pull -q "$W"
+U1=$(upper_of "$S4" "$W")
+imgfs_mount "$S4" "$M4" "$OPTS"
+R=$M4/$REGISTRY/lab/w/v1/rootfs
+echo mine >"$R/written-before-rm" || fail "write into rootfs failed"
+imgfs_unmount "$M4" "$MOUNT_PID"
+[ -e "$U1/upper/written-before-rm" ] || fail "the write is not in $U1"
+imgfs_ok "$S4" rm "$W"
+grep -q "removed the writes made in its rootfs" "$T/out" || fail "rm does not say it removed the writes: $(cat "$T/out")"
+[ ! -e "$U1" ] || fail "rm left the writes in $U1"
+imgfs_run "$S4" reset "$W"
+[ "$RC" = 0 ] || fail "reset after rm: rc $RC: $(cat "$T/err")"
+grep -q "nothing to reset" "$T/err" || fail "reset after rm does not say there is nothing to reset: $(cat "$T/err")"
+imgfs_ok "$S4" pull -q "$W"
+imgfs_mount "$S4" "$M4" "$OPTS"
+[ ! -e "$R/written-before-rm" ] || fail "a re-pull brought the removed image's writes back"
+
+# root's writes, rm while the mount serves them, then nobody re-pulls the
+# image through pull/: the writes must not come back
+echo secret >"$R/root-secret" && chmod 644 "$R/root-secret" || fail "write into rootfs failed"
+imgfs_ok "$S4" rm "$W"
+grep -q "still serves them" "$T/out" || fail "rm while mounted: $(cat "$T/out")"
+sleep 1.2 # the image's name times out in the kernel
+as_nobody ls "$M4/pull/$W/rootfs/" >/dev/null 2>"$T/err" || fail "nobody: re-pull through pull/: $(cat "$T/err")"
+as_nobody cat "$M4/pull/$W/rootfs/root-secret" 2>/dev/null && fail "nobody's re-pull shows root's writes made before rm"
+[ ! -e "$R/root-secret" ] || fail "the re-pulled image shows the removed image's writes"
+imgfs_unmount "$M4" "$MOUNT_PID"
+imgfs_ok "$S4" gc
+grep -q "rootfs writes of $W" "$T/out" || fail "gc did not remove the set-aside writes: $(cat "$T/out")"
+ls "$S4/uppers" | grep -q '^removed-' && fail "gc left set-aside writes: $(ls "$S4/uppers")"
+
+# a tag that moves to new content starts clean; the old writes stay until gc
+U1=$(upper_of "$S4" "$W")
+imgfs_mount "$S4" "$M4" "$OPTS"
+echo old >"$R/written-on-old" || fail "write into rootfs failed"
+rm "$R/bin/busybox" || fail "rm of a lower file failed"
+imgfs_unmount "$M4" "$MOUNT_PID"
+push_layout "$MA" amd64 lab/w:v1
+imgfs_ok "$S4" pull -q "$W"
+grep -qx "Digest: $AMD" "$T/out" || fail "lab/w:v1 did not move: $(cat "$T/out")"
+U2=$(upper_of "$S4" "$W")
+[ "$U1" != "$U2" ] || fail "the moved tag kept the old digest's upper dir $U1"
+imgfs_mount "$S4" "$M4" "$OPTS"
+[ ! -e "$R/written-on-old" ] || fail "the moved tag shows writes made to the old content"
+[ -e "$R/bin/busybox" ] || fail "a whiteout made on the old content hides bin/busybox of the new"
+imgfs_unmount "$M4" "$MOUNT_PID"
+[ -e "$U1/upper/written-on-old" ] || fail "the old digest's writes were not kept until gc"
+imgfs_ok "$S4" gc
+grep -q "rootfs writes of $W" "$T/out" || fail "gc did not remove the old digest's writes: $(cat "$T/out")"
+[ ! -e "$U1" ] || fail "gc left the old digest's writes in $U1"
+[ -d "$U2" ] || fail "gc removed the writes of an image in the store"
+
+# --- umount DIR && imgfs reset REF: every time
+for ((i = 0; i < 10; i++)); do
+	imgfs_mount "$S4" "$M4"
+	echo "$i" >"$R/loop" || fail "loop $i: write into rootfs failed"
+	umount "$M4" || fail "loop $i: umount failed"
+	imgfs_run "$S4" reset "$W"
+	[ "$RC" = 0 ] || fail "loop $i: umount && reset: rc $RC: $(cat "$T/err")"
+	[ ! -e "$U2/upper/loop" ] || fail "loop $i: reset left the write"
+	imgfs_unmount "$M4" "$MOUNT_PID"
+done
+no_store_mounts "$S4"
 log "ok"

@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <lmdb.h>
 #include <pthread.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -115,20 +116,15 @@ static void test_open_layout(void)
 	remove_root(root);
 }
 
-static void test_newer_schema_refused(void)
+/* Write info.schema = version straight into a closed store's LMDB. */
+static void set_schema(const char *root, const char *version)
 {
-	char *root = new_root();
-	struct imgfs_store *s = open_store(root);
-	struct imgfs_error err = {0};
 	char *meta = imgfs_xasprintf("%s/meta", root);
 	MDB_env *env;
 	MDB_txn *txn;
 	MDB_dbi dbi;
-	MDB_val k = {6, "schema"}, v = {1, "2"};
+	MDB_val k = {6, "schema"}, v = {strlen(version), (void *)version};
 
-	CHECK(s != NULL);
-	imgfs_store_close(s);
-	/* Pretend a newer imgfs wrote this store. */
 	CHECK(mdb_env_create(&env) == 0);
 	mdb_env_set_maxdbs(env, 8);
 	CHECK(mdb_env_open(env, meta, 0, 0600) == 0);
@@ -137,13 +133,147 @@ static void test_newer_schema_refused(void)
 	CHECK(mdb_put(txn, dbi, &k, &v, 0) == 0);
 	CHECK(mdb_txn_commit(txn) == 0);
 	mdb_env_close(env);
+	free(meta);
+}
+
+static void test_newer_schema_refused(void)
+{
+	char *root = new_root();
+	struct imgfs_store *s = open_store(root);
+	struct imgfs_error err = {0};
+
+	CHECK(s != NULL);
+	imgfs_store_close(s);
+	/* Pretend a newer imgfs wrote this store. */
+	set_schema(root, "3");
 
 	s = NULL;
 	CHECK(imgfs_store_open(root, &s, &err) == -1);
 	CHECK(s == NULL);
 	CHECK(err.code == ENOTSUP);
-	CHECK(strstr(err.msg, "schema version 2") && strstr(err.msg, "newer"));
-	free(meta);
+	CHECK(strstr(err.msg, "schema version 3") && strstr(err.msg, "newer"));
+	remove_root(root);
+}
+
+/* Schema 1 named upper dirs after the image; opening migrates each image's
+ * to its key (name and digest), leaves the others for gc, and is done once. */
+static void test_schema1_uppers_migrated(void)
+{
+	const char *name = "127.0.0.1:5000/lab/app:v1";
+	char *root = new_root();
+	struct imgfs_store *s = open_store(root);
+	struct imgfs_error err = {0};
+	struct imgfs_gc_report rep;
+	json_t *rec = image_rec(HA, HB, HC, HC);
+	char *key, *old, *orphan;
+
+	CHECK(s && imgfs_store_put_image(s, name, rec, &err) == 0);
+	key = s ? imgfs_store_upper_dir(s, name, HA) : NULL;
+	json_decref(rec);
+	imgfs_store_close(s);
+	set_schema(root, "1");
+	old = imgfs_xasprintf("%s/uppers/127.0.0.1%%3A5000%%2Flab%%2Fapp%%3Av1/upper", root);
+	orphan = imgfs_xasprintf("%s/uppers/127.0.0.1%%3A5000%%2Fgone%%3Av1/upper", root);
+	CHECK(imgfs_mkdir_p(old, 0755, &err) == 0 && imgfs_mkdir_p(orphan, 0755, &err) == 0);
+	{
+		char *w = imgfs_xasprintf("%s/written", old);
+		CHECK(imgfs_write_file_atomic(w, "w", 1, 0644, &err) == 0);
+		free(w);
+	}
+
+	s = open_store(root);
+	CHECK(s != NULL);
+	CHECK(key && exists(key, "upper/written"));
+	CHECK(key && exists(key, "image"));
+	CHECK(!exists(old, NULL));
+	CHECK(exists(orphan, NULL));
+	CHECK(strlen(strrchr(key, '/') + 1) == 7 + 64 + 1 + 64);
+	/* gc: the image's writes stay, the orphan's go */
+	CHECK(s && imgfs_store_gc(s, NULL, NULL, &rep, &err) == 0);
+	CHECK(rep.uppers_removed == 1);
+	CHECK(key && exists(key, "upper/written"));
+	CHECK(!exists(orphan, NULL));
+	imgfs_store_close(s);
+	/* a second open changes nothing */
+	s = open_store(root);
+	CHECK(s != NULL && key && exists(key, "upper/written"));
+	imgfs_store_close(s);
+	free(key);
+	free(old);
+	free(orphan);
+	remove_root(root);
+}
+
+/* Writes belong to one name at one digest: another digest of the name has
+ * another dir; rm removes them, or sets them aside while a mount holds
+ * them; gc keeps what a mount holds; reset waits for a holder that goes away. */
+static void test_uppers(void)
+{
+	char *root = new_root();
+	struct imgfs_store *s = open_store(root);
+	struct imgfs_error err = {0};
+	struct imgfs_gc_report rep;
+	char *a, *b, *lock;
+	ino_t ino, ino2;
+	bool kept;
+	int fd;
+
+	CHECK(s != NULL);
+	if (!s)
+		return;
+	a = imgfs_store_upper_dir(s, "r/x:v1", HA);
+	b = imgfs_store_upper_dir(s, "r/x:v1", HB);
+	CHECK(a && b && strcmp(a, b) != 0);
+	CHECK(imgfs_store_upper_dir(s, "r/x:v1", "sha256:../../etc") == NULL);
+	CHECK(imgfs_store_upper_make(s, "r/x:v1", HA, &ino, &err) == 0);
+	CHECK(imgfs_store_upper_make(s, "r/x:v1", HA, &ino2, &err) == 0 && ino == ino2);
+	{
+		char *d = imgfs_xasprintf("%s/upper/d", a);
+		CHECK(imgfs_mkdir_p(d, 0755, &err) == 0);
+		free(d);
+	}
+
+	/* a holder that lets go within the wait: reset goes through */
+	lock = imgfs_xasprintf("%s/lock", a);
+	fd = open(lock, O_RDWR | O_CREAT, 0600);
+	CHECK(fd >= 0 && flock(fd, LOCK_SH) == 0);
+	CHECK(imgfs_store_upper_reset(s, "r/x:v1", HA, 0, &err) < 0 && err.code == EBUSY);
+	{
+		pid_t pid = fork();
+		if (pid == 0) {
+			usleep(100 * 1000);
+			_exit(0);
+		}
+		close(fd); /* the child's copy goes at its exit */
+		CHECK(imgfs_store_upper_reset(s, "r/x:v1", HA, 2000, &err) == 0);
+		waitpid(pid, NULL, 0);
+	}
+	CHECK(!exists(a, "upper/d"));
+
+	/* rm with a holder: set aside, and no longer at its name */
+	fd = open(lock, O_RDWR);
+	CHECK(fd >= 0 && flock(fd, LOCK_SH) == 0);
+	CHECK(imgfs_store_upper_remove(s, "r/x:v1", HA, 0, &kept, &err) == 0 && kept);
+	CHECK(!exists(a, NULL));
+	CHECK(imgfs_store_upper_make(s, "r/x:v1", HA, &ino2, &err) == 0 && ino2 != ino);
+	/* gc keeps what is held, removes the rest (no image names either) */
+	CHECK(imgfs_store_gc(s, NULL, NULL, &rep, &err) == 0);
+	CHECK(rep.uppers_in_use == 1 && rep.uppers_removed == 1);
+	CHECK(count_entries(root, "uppers") == 1);
+	close(fd);
+	CHECK(imgfs_store_gc(s, NULL, NULL, &rep, &err) == 0);
+	CHECK(rep.uppers_in_use == 0 && rep.uppers_removed == 1);
+	CHECK(count_entries(root, "uppers") == 0);
+	/* rm without a holder deletes; without a dir there is nothing to do */
+	CHECK(imgfs_store_upper_make(s, "r/x:v1", HB, &ino, &err) == 0);
+	CHECK(imgfs_store_upper_remove(s, "r/x:v1", HB, 0, &kept, &err) == 0 && !kept);
+	CHECK(!exists(b, NULL));
+	CHECK(imgfs_store_upper_remove(s, "r/x:v1", HB, 0, &kept, &err) == 0 && !kept);
+	CHECK(imgfs_store_upper_reset(s, "r/x:v1", HB, 0, &err) == 0);
+	imgfs_store_close(s);
+	free(a);
+	free(b);
+	free(lock);
 	remove_root(root);
 }
 
@@ -881,6 +1011,8 @@ int main(void)
 {
 	RUN(test_open_layout);
 	RUN(test_newer_schema_refused);
+	RUN(test_schema1_uppers_migrated);
+	RUN(test_uppers);
 	RUN(test_images);
 	RUN(test_put_blob);
 	RUN(test_ingest_commit);
