@@ -354,6 +354,7 @@ int imgfs_unpack_layer(const char *dest, struct imgfs_unpack_source *src,
 	    .umask = read_umask(),
 	    .max_bytes = opts && opts->max_bytes ? opts->max_bytes : DEFAULT_MAX_BYTES,
 	    .max_entries = opts && opts->max_entries ? opts->max_entries : DEFAULT_MAX_ENTRIES,
+	    .max_walk_steps = IMGFS_UNPACK_MAX_WALK_STEPS,
 	};
 	int r;
 

@@ -252,11 +252,11 @@ static int make_hardlink(struct unpack_ctx *u, struct unpack_entry *e, const cha
 	t.base = slash ? slash + 1 : tpath;
 	if (!t.parent)
 		return entry_err(err, ENOMEM, e, "out of memory");
-	tfd = unpack_openat2(u->root_fd, t.parent, O_PATH | O_DIRECTORY,
-			     RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS);
+	size_t tdepth;
+	struct imgfs_error terr = {0};
+	tfd = unpack_resolve_dir(u, t.parent, UNPACK_WALK_EXISTING, e->name, &tdepth, &terr);
 	if (tfd < 0) {
-		r = imgfs_error_errno(err, errno, "entry \"%s\": hardlink target \"%s\"", e->name,
-				      link);
+		r = imgfs_error_set(err, terr.code, "hardlink target \"%s\": %s", link, terr.msg);
 		goto out;
 	}
 	for (int tries = 0;; tries++) {
@@ -494,10 +494,14 @@ int unpack_apply_dirfixes(struct unpack_ctx *u, struct imgfs_error *err)
 		int pfd = u->root_fd, fd;
 
 		if (slash) {
+			struct imgfs_error derr = {0};
+			size_t depth;
 			*slash = '\0';
-			pfd = unpack_openat2(u->root_fd, d->path, O_PATH | O_DIRECTORY,
-					     RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS);
+			pfd = unpack_resolve_dir(u, d->path, UNPACK_WALK_EXISTING, d->path, &depth,
+						 &derr);
 			*slash = '/';
+			if (pfd < 0 && u->walk_steps > u->max_walk_steps)
+				return imgfs_error_set(err, ELOOP, "%s", derr.msg);
 			if (pfd < 0)
 				continue;
 		}

@@ -16,7 +16,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#define RESOLVE_FLAGS (RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
+#define RESOLVE_NOSYM (RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_SYMLINKS)
 #define MAX_SYMLINK_HOPS 40
 
 /* Lexical clean: drop "/" and "." components, ".." pops (clamped at the root). */
@@ -163,42 +163,21 @@ void unpack_set_destroy(struct unpack_set *s)
 	s->cap = s->len = 0;
 }
 
-/* ---- implied parents ----------------------------------------------------- */
+/* ---- resolution and implied parents ----------------------------------- */
 
-/* fd's path relative to the root ("" for the root), from /proc. */
-static char *fd_relpath(struct unpack_ctx *u, int fd)
+static size_t count_components(const char *path)
 {
-	char proc[64], buf[PATH_MAX + 1];
-	size_t rl = strlen(u->root_real);
-	ssize_t n;
+	size_t n = *path ? 1 : 0;
 
-	if (fd == u->root_fd)
-		return strdup("");
-	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
-	n = readlink(proc, buf, sizeof(buf) - 1);
-	if (n < 0)
-		return NULL;
-	buf[n] = '\0';
-	if (strncmp(buf, u->root_real, rl))
-		return NULL;
-	if (rl == 1) /* root_real == "/" */
-		return strdup(buf + 1);
-	if (buf[rl] == '\0')
-		return strdup("");
-	if (buf[rl] != '/')
-		return NULL;
-	return strdup(buf + rl + 1);
+	for (; *path; path++)
+		n += *path == '/';
+	return n;
 }
 
-static int record_implied(struct unpack_ctx *u, int pfd, const char *comp, const char *lexical)
+static int record_implied(struct unpack_ctx *u, const char *path)
 {
-	_cleanup_free_ char *rel = fd_relpath(u, pfd);
-	_cleanup_free_ char *path = rel ? unpack_join(rel, comp) : strdup(lexical);
-	struct unpack_set_ent *e;
+	struct unpack_set_ent *e = unpack_set_add(&u->set, path, UNPACK_CREATED | UNPACK_IMPLIED);
 
-	if (!path)
-		return -1;
-	e = unpack_set_add(&u->set, path, UNPACK_CREATED | UNPACK_IMPLIED);
 	if (!e)
 		return -1;
 	if (u->n_implied == u->cap_implied) {
@@ -214,122 +193,278 @@ static int record_implied(struct unpack_ctx *u, int pfd, const char *comp, const
 	return 0;
 }
 
-/* Walk path prefix by prefix from the root, creating missing directories.
- * A dangling in-root symlink on the way is followed: its target (re-rooted)
- * is created, as containerd's RootPath + mkparent do. */
-static int make_parents(struct unpack_ctx *u, struct unpack_entry *e, bool whiteout,
-			struct imgfs_error *err)
+/* The limit first: entry names can be long enough to push it out of err. */
+static int depth_fail(struct imgfs_error *err, const char *ename)
 {
-	_cleanup_free_ char *path = strdup(e->parent);
-	int hops = 0;
+	return imgfs_error_set(
+	    err, EFBIG, "layer exceeds the limit of %d directory levels at entry \"%.100s%s\"",
+	    IMGFS_UNPACK_MAX_DEPTH, ename, strlen(ename) > 100 ? "..." : "");
+}
 
-	if (!path)
-		return imgfs_error_set(err, ENOMEM, "entry \"%s\": out of memory", e->name);
-restart:
-	for (size_t end = 0, start = 0;; start = end) {
-		int pfd, fd;
-		char saved;
+/* State of one component-by-component walk (see walk()). */
+struct walk {
+	struct unpack_ctx *u;
+	enum unpack_walk mode;
+	const char *ename; /* the entry, for messages */
+	struct imgfs_error *err;
+	int fd;	      /* current directory (O_PATH), u->root_fd at the root */
+	size_t depth; /* of fd below the root */
+	char *cur;    /* fd's path from the root, physical ("" = the root) */
+	size_t curlen, curcap;
+};
 
-		while (path[start] == '/')
-			start++;
-		if (!path[start])
-			return 0;
-		end = start;
-		while (path[end] && path[end] != '/')
-			end++;
-		saved = path[end];
-		path[end] = '\0';
-		fd = unpack_openat2(u->root_fd, path, O_PATH | O_DIRECTORY, RESOLVE_FLAGS);
-		if (fd >= 0) {
-			close(fd);
-			path[end] = saved;
-			if (!saved)
-				return 0;
-			continue;
+static int walk_fail(struct walk *w, int code, const char *what, const char *name)
+{
+	if (code == ENAMETOOLONG)
+		return imgfs_error_set(w->err, ENAMETOOLONG, "entry \"%s\": name too long",
+				       w->ename);
+	if (code == ENOTDIR)
+		return imgfs_error_set(w->err, ENOTDIR,
+				       "entry \"%s\": a parent of it is not a directory", w->ename);
+	return imgfs_error_errno(w->err, code, "entry \"%s\": %s %s", w->ename, what, name);
+}
+
+static int walk_push(struct walk *w, int nfd, const char *c, size_t cl)
+{
+	if (w->curlen + cl + 2 > w->curcap) {
+		size_t ncap = (w->curlen + cl + 2) * 2;
+		char *n = realloc(w->cur, ncap);
+		if (!n) {
+			close(nfd);
+			return imgfs_error_set(w->err, ENOMEM, "entry \"%s\": out of memory",
+					       w->ename);
 		}
-		if (errno == ENOTDIR)
-			return imgfs_error_errno(err, ENOTDIR, "entry \"%s\": parent %s", e->name,
-						 path);
-		if (errno != ENOENT)
-			return imgfs_error_errno(err, errno, "entry \"%s\": resolve %s", e->name,
-						 path);
-		/* prefix up to start resolves (or is the root); path[start..] is missing */
-		pfd = u->root_fd;
-		if (start) {
-			path[start - 1] = '\0';
-			pfd = unpack_openat2(u->root_fd, path, O_PATH | O_DIRECTORY, RESOLVE_FLAGS);
-			path[start - 1] = '/';
-		}
-		if (pfd < 0)
-			return imgfs_error_errno(err, errno, "entry \"%s\": resolve parent of %s",
-						 e->name, path);
-		if (mkdirat(pfd, path + start, 0755) == 0) {
-			int r = record_implied(u, pfd, path + start, path);
-			unpack_put_fd(u, pfd);
-			if (r < 0)
-				return imgfs_error_set(err, ENOMEM, "entry \"%s\": out of memory",
-						       e->name);
-			path[end] = saved;
-			if (!saved)
-				return 0;
-			continue;
-		}
-		if (errno != EEXIST) {
-			int r = errno;
-			unpack_put_fd(u, pfd);
-			return imgfs_error_errno(err, r, "entry \"%s\": create parent %s", e->name,
-						 path);
-		}
-		/* EEXIST after ENOENT: a dangling symlink. Follow it in-root. */
-		char target[PATH_MAX];
-		ssize_t n = readlinkat(pfd, path + start, target, sizeof(target) - 1);
-		unpack_put_fd(u, pfd);
-		if (n < 0)
-			return imgfs_error_errno(err, errno, "entry \"%s\": parent %s", e->name,
-						 path);
-		target[n] = '\0';
-		if (whiteout)
-			return -2;
-		if (++hops > MAX_SYMLINK_HOPS)
-			return imgfs_error_set(err, ELOOP, "entry \"%s\": too many symlinks in %s",
-					       e->name, e->parent);
-		char *rest = saved ? path + end + 1 : "";
-		char *np;
-		if (target[0] == '/')
-			np = imgfs_xasprintf("%s/%s", target, rest);
-		else {
-			path[start] = '\0';
-			np = imgfs_xasprintf("%s%s/%s", path, target, rest);
-		}
-		free(path);
-		path = np;
-		goto restart;
+		w->cur = n;
+		w->curcap = ncap;
 	}
+	if (w->curlen)
+		w->cur[w->curlen++] = '/';
+	memcpy(w->cur + w->curlen, c, cl);
+	w->curlen += cl;
+	w->cur[w->curlen] = '\0';
+	unpack_put_fd(w->u, w->fd);
+	w->fd = nfd;
+	w->depth++;
+	return 0;
+}
+
+/* A missing component c of the current directory: create it (recorded as
+ * implied) unless resolving only. */
+static int walk_create(struct walk *w, const char *c, size_t cl)
+{
+	int nfd, r;
+
+	if (w->mode == UNPACK_WALK_EXISTING)
+		return walk_fail(w, ENOENT, "resolve", c);
+	if (w->depth + 1 > IMGFS_UNPACK_MAX_DEPTH)
+		return depth_fail(w->err, w->ename);
+	if (mkdirat(w->fd, c, 0755) < 0)
+		return walk_fail(w, errno, "create parent", c);
+	nfd = openat(w->fd, c, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (nfd < 0)
+		return walk_fail(w, errno, "open parent", c);
+	if ((r = walk_push(w, nfd, c, cl)) < 0)
+		return r;
+	if (record_implied(w->u, w->cur) < 0)
+		return imgfs_error_set(w->err, ENOMEM, "entry \"%s\": out of memory", w->ename);
+	return 0;
+}
+
+/*
+ * Resolve path (cleaned, from the layer root) one component at a time,
+ * keeping the directory fd: O(components) syscalls, never a re-walk from the
+ * root per prefix. In-root symlinks are followed as RESOLVE_IN_ROOT would
+ * (absolute targets from the layer root, ".." clamped at it, at most
+ * MAX_SYMLINK_HOPS); the physical depth is known at every step, so no
+ * directory is created deeper than IMGFS_UNPACK_MAX_DEPTH however symlinks chain.
+ * Every step is charged to the layer's budget (u->walk_steps).
+ * Returns 0 with w->fd the directory, -1 with w->err set, or -2 (whiteouts)
+ * when a component of a symlink's target is missing (a dangling symlink).
+ */
+static int walk(struct walk *w, const char *path)
+{
+	_cleanup_free_ char *p = strdup(path);
+	size_t from_target = 0; /* how many of the next components came from a target */
+	int hops = 0;
+	char *s;
+
+	if (!p)
+		return imgfs_error_set(w->err, ENOMEM, "entry \"%s\": out of memory", w->ename);
+	s = p;
+	for (;;) {
+		char *c, target[PATH_MAX];
+		size_t cl;
+		int nfd;
+		ssize_t n;
+		bool in_target;
+
+		while (*s == '/')
+			s++;
+		if (!*s)
+			return 0;
+		c = s;
+		while (*s && *s != '/')
+			s++;
+		cl = (size_t)(s - c);
+		if (*s)
+			*s++ = '\0';
+		in_target = from_target > 0;
+		if (from_target)
+			from_target--;
+		if (++w->u->walk_steps > w->u->max_walk_steps)
+			return imgfs_error_set(
+			    w->err, EFBIG,
+			    "layer exceeds the limit of %llu path components resolved one by one "
+			    "(missing parents, symlinks) at entry \"%.100s%s\"",
+			    (unsigned long long)w->u->max_walk_steps, w->ename,
+			    strlen(w->ename) > 100 ? "..." : "");
+		if (cl == 1 && c[0] == '.')
+			continue;
+		if (cl == 2 && c[0] == '.' && c[1] == '.') {
+			if (!w->depth)
+				continue; /* clamped at the root */
+			nfd = openat(w->fd, "..", O_PATH | O_DIRECTORY | O_CLOEXEC);
+			if (nfd < 0)
+				return walk_fail(w, errno, "resolve", "..");
+			unpack_put_fd(w->u, w->fd);
+			w->fd = nfd;
+			w->depth--;
+			while (w->curlen && w->cur[w->curlen - 1] != '/')
+				w->curlen--;
+			if (w->curlen)
+				w->curlen--;
+			w->cur[w->curlen] = '\0';
+			continue;
+		}
+		nfd = openat(w->fd, c, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (nfd >= 0) {
+			int r;
+			if (w->depth + 1 > IMGFS_UNPACK_MAX_DEPTH) {
+				close(nfd);
+				return depth_fail(w->err, w->ename);
+			}
+			if ((r = walk_push(w, nfd, c, cl)) < 0)
+				return r;
+			continue;
+		}
+		if (errno == ENOENT) {
+			int r;
+			if (in_target && w->mode == UNPACK_WALK_WHITEOUT)
+				return -2; /* a dangling symlink: nothing below it to hide */
+			if ((r = walk_create(w, c, cl)) < 0)
+				return r;
+			continue;
+		}
+		if (errno != ENOTDIR && errno != ELOOP)
+			return walk_fail(w, errno, "resolve", c);
+		/* a symlink, or not a directory */
+		n = readlinkat(w->fd, c, target, sizeof(target) - 1);
+		if (n < 0)
+			return walk_fail(w, errno == EINVAL ? ENOTDIR : errno, "resolve", c);
+		target[n] = '\0';
+		if (++hops > MAX_SYMLINK_HOPS)
+			return imgfs_error_set(
+			    w->err, ELOOP, "entry \"%s\": too many symlinks in its path", w->ename);
+		if (target[0] == '/') {
+			unpack_put_fd(w->u, w->fd);
+			w->fd = w->u->root_fd;
+			w->depth = 0;
+			w->curlen = 0;
+			w->cur[0] = '\0';
+		}
+		/* continue with target, then the rest */
+		char *np = imgfs_xasprintf("%s/%s", target, s);
+		from_target += count_components(target);
+		free(p);
+		p = s = np;
+	}
+}
+
+int unpack_resolve_dir(struct unpack_ctx *u, const char *path, enum unpack_walk mode,
+		       const char *ename, size_t *depth, struct imgfs_error *err)
+{
+	size_t ncomp = count_components(path);
+	int fd, r;
+
+	if (!*path) {
+		*depth = 0;
+		return u->root_fd;
+	}
+	if (strlen(path) >= PATH_MAX)
+		return imgfs_error_set(err, ENAMETOOLONG, "entry \"%s\": name too long", ename);
+	if (ncomp > IMGFS_UNPACK_MAX_DEPTH)
+		return depth_fail(err, ename);
+	/* fast path: no symlink on the way, so the depth is the component count */
+	fd = unpack_openat2(u->root_fd, path, O_PATH | O_DIRECTORY, RESOLVE_NOSYM);
+	if (fd >= 0) {
+		*depth = ncomp;
+		return fd;
+	}
+	if (errno == ENOTDIR)
+		return imgfs_error_set(err, ENOTDIR,
+				       "entry \"%s\": a parent of it is not a directory", ename);
+	if (errno == ENAMETOOLONG)
+		return imgfs_error_set(err, ENAMETOOLONG, "entry \"%s\": name too long", ename);
+	if (errno != ENOENT && errno != ELOOP)
+		return imgfs_error_errno(err, errno, "entry \"%s\": resolve parent", ename);
+	if (errno == ENOENT && mode != UNPACK_WALK_EXISTING) {
+		/* the common case of one missing level: its parent is there */
+		const char *slash = strrchr(path, '/');
+		_cleanup_free_ char *pp = slash ? strndup(path, (size_t)(slash - path)) : NULL;
+		int pfd = !slash ? u->root_fd
+			  : pp ? unpack_openat2(u->root_fd, pp, O_PATH | O_DIRECTORY, RESOLVE_NOSYM)
+			       : -1;
+		if (pfd >= 0) {
+			const char *base = slash ? slash + 1 : path;
+			r = mkdirat(pfd, base, 0755);
+			if (r == 0) {
+				fd = openat(pfd, base,
+					    O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+				unpack_put_fd(u, pfd);
+				if (fd < 0)
+					return imgfs_error_errno(err, errno,
+								 "entry \"%s\": open parent %s",
+								 ename, path);
+				if (record_implied(u, path) < 0) {
+					close(fd);
+					return imgfs_error_set(
+					    err, ENOMEM, "entry \"%s\": out of memory", ename);
+				}
+				*depth = ncomp;
+				return fd;
+			}
+			unpack_put_fd(u, pfd);
+			if (errno == ENAMETOOLONG)
+				return imgfs_error_set(err, ENAMETOOLONG,
+						       "entry \"%s\": name too long", ename);
+			/* EEXIST: a dangling symlink; anything else: the walk says */
+		}
+	}
+	struct walk w = {.u = u,
+			 .mode = mode,
+			 .ename = ename,
+			 .err = err,
+			 .fd = u->root_fd,
+			 .cur = calloc(1, 64),
+			 .curcap = 64};
+	if (!w.cur)
+		return imgfs_error_set(err, ENOMEM, "entry \"%s\": out of memory", ename);
+	r = walk(&w, path);
+	free(w.cur);
+	if (r < 0) {
+		unpack_put_fd(u, w.fd);
+		return r;
+	}
+	*depth = w.depth;
+	return w.fd;
 }
 
 int unpack_resolve_parent(struct unpack_ctx *u, struct unpack_entry *e, bool whiteout,
 			  struct imgfs_error *err)
 {
-	int fd, r;
+	size_t depth;
 
-	if (!*e->parent)
-		return u->root_fd;
-	fd = unpack_openat2(u->root_fd, e->parent, O_PATH | O_DIRECTORY, RESOLVE_FLAGS);
-	if (fd >= 0)
-		return fd;
-	if (errno == ENOTDIR)
-		return imgfs_error_set(err, ENOTDIR,
-				       "entry \"%s\": a parent of it is not a directory", e->name);
-	if (errno == ENAMETOOLONG)
-		return imgfs_error_set(err, ENAMETOOLONG, "entry \"%s\": name too long", e->name);
-	if (errno != ENOENT)
-		return imgfs_error_errno(err, errno, "entry \"%s\": resolve parent", e->name);
-	r = make_parents(u, e, whiteout, err);
-	if (r < 0)
-		return r;
-	fd = unpack_openat2(u->root_fd, e->parent, O_PATH | O_DIRECTORY, RESOLVE_FLAGS);
-	if (fd < 0)
-		return imgfs_error_errno(err, errno,
-					 "entry \"%s\": resolve parent after creating it", e->name);
-	return fd;
+	return unpack_resolve_dir(u, e->parent,
+				  whiteout ? UNPACK_WALK_WHITEOUT : UNPACK_WALK_CREATE, e->name,
+				  &depth, err);
 }

@@ -26,6 +26,13 @@ struct imgfs_unpack_source {
 	void *ctx;
 };
 
+/* Directories nest at most this deep in a layer (an entry's parent is at
+ * most this many levels below the layer root, however symlinks chain). */
+#define IMGFS_UNPACK_MAX_DEPTH 1024
+/* Path components a layer may resolve one at a time (parents that are
+ * missing or reached through symlinks), against CPU exhaustion. */
+#define IMGFS_UNPACK_MAX_WALK_STEPS (2ull << 20)
+
 struct imgfs_unpack_opts {
 	/* Lower layers' directories, top-most first, NULL-terminated (may be NULL).
 	 * Only read, to give implied parent directories the attributes of the

@@ -44,6 +44,7 @@ struct unpack_ctx {
 	bool is_root;	 /* euid 0: chown and devices */
 	mode_t umask;	 /* to skip fchmod when creation already gave the mode */
 	uint64_t max_bytes, max_entries;
+	uint64_t walk_steps, max_walk_steps; /* path components resolved one by one */
 	const struct imgfs_unpack_opts *opts;
 
 	/* streams: a = compressed source -> raw, b = tar over a's output */
@@ -74,6 +75,17 @@ struct unpack_entry {
 };
 
 /* resolve.c */
+/* What unpack_resolve_dir does with missing components: create them (as
+ * implied directories), create them unless a symlink's target is missing
+ * (whiteouts: -2, nothing to hide), or fail with ENOENT. */
+enum unpack_walk { UNPACK_WALK_CREATE, UNPACK_WALK_WHITEOUT, UNPACK_WALK_EXISTING };
+/* The directory at path (cleaned, from the layer root), resolved in-root:
+ * an O_PATH fd (u->root_fd for the root: release with unpack_put_fd) and its
+ * depth below the root, -1 with err set (EFBIG past IMGFS_UNPACK_MAX_DEPTH or
+ * the layer's resolution budget), or -2 (UNPACK_WALK_WHITEOUT). ename
+ * names the entry in messages. */
+int unpack_resolve_dir(struct unpack_ctx *u, const char *path, enum unpack_walk mode,
+		       const char *ename, size_t *depth, struct imgfs_error *err);
 char *unpack_clean_path(const char *name);
 int unpack_openat2(int dirfd, const char *path, int flags, uint64_t resolve);
 /* The parent directory of e, resolved in-root, missing directories created

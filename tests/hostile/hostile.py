@@ -1,7 +1,9 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: Apache-2.0
 """Hostile-layer harness: builds every tar case T1-T23 of
-shared/reference/bad-inputs.md with the stdlib (tarfile, gzip, lzma, bz2),
+shared/reference/bad-inputs.md, and T24 on (issue 9: resource exhaustion by
+depth, path resolution work, decompression ratio; docs/unpack.md lists them),
+with the stdlib (tarfile, gzip, lzma, bz2),
 applies each with imgfs-apply-layer into $T/dest, and checks that nothing
 outside dest changed (content, mode, owner, mtime, link count of everything
 under $T apart from dest, plus host sentinels) and that the case's expected
@@ -17,6 +19,7 @@ import io
 import lzma
 import os
 import random
+import resource
 import shutil
 import stat
 import subprocess
@@ -196,6 +199,7 @@ class Ctx:
         self.T, self.dest = T, os.path.join(T, "dest")
         self.lower = os.path.join(T, "lower")
         self.rc, self.out, self.err = None, "", ""
+        self.cpu = 0.0  # user+sys seconds of the tool
 
     def d(self, p):
         return os.path.join(self.dest, p)
@@ -203,10 +207,11 @@ class Ctx:
 
 class Case:
     def __init__(self, name, tar, check, pre_dest=None, lower=None, nonroot="same",
-                 env=None, compress=None):
+                 env=None, compress=None, nofile=None):
         self.name, self.tar, self.check = name, tar, check
         self.pre_dest, self.lower, self.nonroot = pre_dest, lower, nonroot
         self.env, self.compress = env or {}, compress
+        self.nofile = nofile  # RLIMIT_NOFILE for the tool
 
 
 def setup(T):
@@ -224,10 +229,21 @@ def setup(T):
     os.utime(os.path.join(T, "hostdir"), (1000000, 1000000))
 
 
-def run_tool(args, env=None):
+LAST_CPU = [0.0]
+
+
+def run_tool(args, env=None, nofile=None):
     e = dict(os.environ)
     e.update(env or {})
-    p = subprocess.run([TOOL] + args, capture_output=True, text=True, env=e, timeout=600)
+
+    def limit():
+        if nofile:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    p = subprocess.run([TOOL] + args, capture_output=True, text=True, env=e, timeout=600,
+                       preexec_fn=limit)
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    LAST_CPU[0] = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
     return p.returncode, p.stdout, p.stderr
 
 
@@ -259,7 +275,8 @@ def run_case(case, tmproot):
         before = snapshot(T, {c.dest})
         with open(SENTINEL, "rb") as f:
             sentinel = f.read()
-        c.rc, c.out, c.err = run_tool([c.dest, layer] + lower_args, case.env)
+        c.rc, c.out, c.err = run_tool([c.dest, layer] + lower_args, case.env, case.nofile)
+        c.cpu = LAST_CPU[0]
         os.unlink(layer)
         after = snapshot(T, {c.dest})
         problems = []
@@ -315,6 +332,33 @@ def either(*checks):
         for ch in checks:
             probs += ch(c) or []
         return probs
+    return f
+
+
+def cpu_under(secs):
+    """A generous bound that only catches super-linear work (never a benchmark)."""
+    return lambda c: [] if c.cpu < secs else ["took %.1f s of CPU (bound %d s)" % (c.cpu, secs)]
+
+
+def depth_at_most(n):
+    """No directory in dest nests deeper than n (counted without following links)."""
+    def f(c):
+        deepest, stack = 0, [(os.open(c.dest, os.O_RDONLY | os.O_DIRECTORY), 0)]
+        while stack:  # fd based and iterative: the tree may be deeper than PATH_MAX
+            fd, d = stack.pop()
+            deepest = max(deepest, d)
+            for name in os.listdir(fd):
+                try:
+                    sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+                except OSError:
+                    continue
+                stack.append((sub, d + 1))
+            os.close(fd)
+            if deepest > n + 1:
+                break
+        for fd, _ in stack:
+            os.close(fd)
+        return [] if deepest <= n else ["a directory %d levels deep" % deepest]
     return f
 
 
@@ -832,8 +876,11 @@ def cases():
     add("T21 component > 255", [F("x" * 300, "x")], error("name too long", dest_empty))
     add("T21 path > PATH_MAX", [F("d/" * 2100 + "f", "x")], error("name too long"))
     add("T21 10000 levels", [F("a/" * 10000 + "f", "x")], error("name too long"))
+    # directories nest at most 1024 levels (T25)
+    add("T21 deep tree (1024 levels)", [D("a/" * i) for i in range(1, 1025)] +
+        [F("a/" * 1024 + "f", "deep")], ok(content("a/" * 1024 + "f", "deep")))
     add("T21 deep tree (1500 levels)", [D("a/" * i) for i in range(1, 1501)] +
-        [F("a/" * 1500 + "f", "deep")], ok(content("a/" * 1500 + "f", "deep")))
+        [F("a/" * 1500 + "f", "deep")], error("limit of 1024 directory levels"))
     add("T21 sparse file", [sparse_entries("sf", 1 << 20, [(4096, b"A" * 10), (1 << 19, b"B" * 5)])],
         ok(lambda c: [] if open(c.d("sf"), "rb").read() ==
            b"\0" * 4096 + b"A" * 10 + b"\0" * ((1 << 19) - 4106) + b"B" * 5 +
@@ -890,6 +937,45 @@ def cases():
         compress=lambda d: lzma.compress(d, format=lzma.FORMAT_XZ))
     add("T23 bzip2 refused", lambda c: base22, error("unsupported layer compression"),
         compress=bz2.compress)
+    # ---- T24 on: issue 9, resource exhaustion by depth and path resolution work
+    # (listed in docs/unpack.md). CPU bounds are generous: they catch quadratic work.
+    deep = "d/" * 2000
+    add("T24 2000-deep dir and 20 files under missing parents",
+        [D(deep)] + [F(deep + "m%d/f" % i, "x") for i in range(20)],
+        error("directory levels", cpu_under(10), depth_at_most(1024)))
+    d1000 = "d/" * 1000
+    # before: every prefix re-resolved from the root per entry, ~14 s of CPU here
+    add("T24 1000-deep dir, 400 files under 1 and 3 missing parents",
+        [D(d1000)] + [F(d1000 + "m%d/f" % i, "x") for i in range(100)] +
+        [F(d1000 + "n%d/o/p/f" % i, "y") for i in range(300)],
+        ok(content(d1000 + "m99/f", "x"), content(d1000 + "n299/o/p/f", "y"), cpu_under(10)))
+    add("T25 1024 levels (the limit)", [F("a/" * 1024 + "f", "deep")],
+        ok(content("a/" * 1024 + "f", "deep")))
+    add("T25 1025 levels", [F("a/" * 1025 + "f", "deep")],
+        error("limit of 1024 directory levels", depth_at_most(1024)))
+    # a symlink to the deepest allowed dir, then more levels through it
+    d1020 = "a/" * 1020
+    add("T25 depth through a symlink", [D(d1020), S("s", d1020.rstrip("/")),
+                                        F("s/b/c/d/e/f/g", "x")],
+        error("limit of 1024 directory levels", depth_at_most(1024)))
+    # chained symlinks: each link's target goes through the previous one
+    chain = [D("x"), S("s0", "x")]
+    for i in range(1, 40):
+        chain.append(D("s%d/%s" % (i - 1, "y/" * 60)))
+        chain.append(S("s%d" % i, "s%d/%s" % (i - 1, "y/" * 60)))
+    add("T25 depth through 40 chained symlinks", chain + [F("s39/f", "x")],
+        error("limit of 1024 directory levels", depth_at_most(1024), cpu_under(10)))
+    add("T25 replacing a 1000-deep directory with 32 fds", [D("d/" * 1000), F("d", "file")],
+        ok(content("d", "file")), nofile=32)
+    # each entry resolves 40 links whose targets step down and up 800 times
+    walk = "x/.." + "/x/.." * 799
+    links = [D("x"), S("l0", walk)] + [S("l%d" % i, "l%d/%s" % (i - 1, walk[:3000]))
+                                      for i in range(1, 40)]
+    add("T26 path resolution budget", links + [F("l39/f%d" % i, "x") for i in range(3000)],
+        error("path components", cpu_under(10)))
+    add("T26 a symlinked parent of this layer", [D("usr/lib"), S("lib", "usr/lib")] +
+        [F("lib/m%d/f" % i, "x") for i in range(500)],
+        ok(content("usr/lib/m499/f", "x"), cpu_under(10)))
     return L
 
 

@@ -1,6 +1,7 @@
 #!/bin/bash
 # SPDX-License-Identifier: Apache-2.0
-# Hostile layers T1-T23 (shared/reference/bad-inputs.md): tests/hostile/hostile.py
+# Hostile layers T1-T23 (shared/reference/bad-inputs.md) and T24 on (issue 9,
+# listed in docs/unpack.md): tests/hostile/hostile.py
 # builds each tar, applies it with imgfs-apply-layer and checks that nothing
 # outside dest changed plus each case's expected result. Runs as root, then
 # again as an unprivileged user (nobody) where privilege changes the outcome.
