@@ -810,6 +810,16 @@ static void fs_op_init(void *userdata, struct fuse_conn_info *conn)
 		if (conn->capable & want[i])
 			conn->want |= want[i];
 	}
+	/* POSIX ACLs: the kernel checks them itself (from the xattrs it asks us
+	 * for, cached), as it checks mode bits (default_permissions). It then
+	 * sends creation modes unmasked with the caller's umask (DONT_MASK),
+	 * which the filesystem underneath applies only where the parent has no
+	 * default ACL: creations run with the caller's umask (caller.c). */
+	if ((conn->capable & FUSE_CAP_POSIX_ACL) && (conn->capable & FUSE_CAP_DONT_MASK))
+		conn->want |= FUSE_CAP_POSIX_ACL | FUSE_CAP_DONT_MASK;
+	else
+		imgfs_warn("fs: the kernel does not offer POSIX ACLs to FUSE: ACLs in the "
+			   "images and set in rootfs/ are not enforced");
 	conn->want &= ~(unsigned)FUSE_CAP_WRITEBACK_CACHE;
 	/* READDIRPLUS for every chunk of a listing, not only the first: in auto
 	 * mode the kernel asks for the rest of a big directory with READDIR and

@@ -12,6 +12,18 @@ int fs_do_lookup_pass(struct fs *fs, struct fs_inode *parent, const char *name,
 /* "/proc/self/fd/<fd>" for an inode's O_PATH fd. */
 int fs_proc_path(const struct fs_inode *in, char *buf, size_t len);
 
+/* caller.c: make one change in rootfs/ as the caller of req (its fsuid, fsgid,
+ * supplementary groups and, with_umask, its umask); leave puts the daemon's
+ * back and keeps errno. enter: 0 or -errno (nothing to leave then). A umask
+ * that could not be taken is left in mask, for the caller to apply. */
+struct fs_caller {
+	bool ids_set, umask_set;
+	mode_t old_umask;
+	mode_t mask;
+};
+int fs_caller_enter(fuse_req_t req, bool with_umask, struct fs_caller *c);
+void fs_caller_leave(struct fs_caller *c);
+
 void fs_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
 		   struct fuse_file_info *fi);
 void fs_op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev);

@@ -3,8 +3,9 @@
  * FUSE operations that change things. Only rootfs/ of a read-write mount is
  * writable; everything else answers EROFS. Each change is made fd-relative on
  * the image's overlay mount, so kernel overlayfs does copy-up and whiteouts.
- * The daemon runs as root; new files are given the caller's uid/gid after
- * creation (the gid of a set-group-ID parent is kept, as the kernel does).
+ * Creations and xattr changes (ACLs) are made as the caller (caller.c), so the
+ * overlay gives them the owner, group, mode and ACL a kernel overlay mount
+ * would; the kernel itself checks permissions and ACLs (FUSE_CAP_POSIX_ACL).
  */
 #include "ops_i.h"
 
@@ -38,43 +39,31 @@ static void reply_entry_of(fuse_req_t req, struct fs_inode *parent, const char *
 		fuse_reply_entry(req, &e);
 }
 
-/* Give a new entry the caller's ownership. */
-static void own(fuse_req_t req, struct fs_inode *parent, const char *name)
-{
-	const struct fuse_ctx *ctx = fuse_req_ctx(req);
-	struct stat pst;
-	gid_t gid = ctx->gid;
-
-	if (ctx->uid == 0 && ctx->gid == 0)
-		return;
-	if (fstatat(parent->fd, "", &pst, AT_EMPTY_PATH) == 0 && (pst.st_mode & S_ISGID))
-		gid = (gid_t)-1;
-	if (fchownat(parent->fd, name, ctx->uid, gid, AT_SYMLINK_NOFOLLOW) < 0)
-		imgfs_warn("fs: chown of new entry %s: %s", name, strerror(errno));
-}
-
 static void make_node(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev,
 		      const char *link)
 {
+	struct fs_caller c;
 	struct fs_inode *p;
 	int err = 0, rc;
 
 	p = writable(req, parent, &err);
-	if (!p) {
+	if (p)
+		err = -fs_caller_enter(req, !link, &c);
+	if (err) {
 		fuse_reply_err(req, err);
 		return;
 	}
 	if (link)
 		rc = symlinkat(link, p->fd, name);
 	else if (S_ISDIR(mode))
-		rc = mkdirat(p->fd, name, mode & 07777);
+		rc = mkdirat(p->fd, name, mode & 07777 & ~c.mask);
 	else
-		rc = mknodat(p->fd, name, mode, rdev);
+		rc = mknodat(p->fd, name, mode & ~c.mask, rdev);
+	fs_caller_leave(&c);
 	if (rc < 0) {
 		fuse_reply_err(req, errno);
 		return;
 	}
-	own(req, p, name);
 	reply_entry_of(req, p, name);
 }
 
@@ -156,20 +145,23 @@ void fs_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mo
 {
 	struct fs *fs = fuse_req_userdata(req);
 	struct fuse_entry_param e = {0};
+	struct fs_caller c;
 	struct fs_inode *p;
 	int err = 0, fd, rc;
 
 	p = writable(req, parent, &err);
-	if (!p) {
+	if (p)
+		err = -fs_caller_enter(req, true, &c);
+	if (err) {
 		fuse_reply_err(req, err);
 		return;
 	}
-	fd = openat(p->fd, name, (fi->flags | O_CREAT | O_CLOEXEC) & ~O_NOFOLLOW, mode);
+	fd = openat(p->fd, name, (fi->flags | O_CREAT | O_CLOEXEC) & ~O_NOFOLLOW, mode & ~c.mask);
+	fs_caller_leave(&c);
 	if (fd < 0) {
 		fuse_reply_err(req, errno);
 		return;
 	}
-	own(req, p, name);
 	rc = fs_do_lookup_pass(fs, p, name, &e);
 	if (rc < 0) {
 		close(fd);
@@ -339,30 +331,38 @@ void fs_op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_fi
 void fs_op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
 		    size_t size, int flags)
 {
+	struct fs_caller c;
 	struct fs_inode *in;
 	char path[64];
 	int err = 0;
 
 	in = writable(req, ino, &err);
+	if (in)
+		err = -fs_caller_enter(req, false, &c);
 	if (!err) {
 		fs_proc_path(in, path, sizeof(path));
 		if (setxattr(path, name, value, size, flags) < 0)
 			err = errno;
+		fs_caller_leave(&c);
 	}
 	fuse_reply_err(req, err);
 }
 
 void fs_op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 {
+	struct fs_caller c;
 	struct fs_inode *in;
 	char path[64];
 	int err = 0;
 
 	in = writable(req, ino, &err);
+	if (in)
+		err = -fs_caller_enter(req, false, &c);
 	if (!err) {
 		fs_proc_path(in, path, sizeof(path));
 		if (removexattr(path, name) < 0)
 			err = errno;
+		fs_caller_leave(&c);
 	}
 	fuse_reply_err(req, err);
 }

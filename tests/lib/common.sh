@@ -40,6 +40,7 @@ need() {
 		umoci) pkg=umoci ;;
 		zstd) pkg=zstd ;;
 		getfattr | setfattr) pkg=attr ;;
+		getfacl | setfacl) pkg=acl ;;
 		python3 | /usr/bin/python3) pkg=python3 ;;
 		busybox | /bin/busybox) pkg=busybox-static ;;
 		curl) pkg=curl ;;
