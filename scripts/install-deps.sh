@@ -7,7 +7,7 @@ export DEBIAN_FRONTEND=noninteractive
 packages="build-essential cmake pkg-config clang-format
   libfuse3-dev fuse3 libcurl4-openssl-dev libssl-dev zlib1g-dev libarchive-dev libjansson-dev liblmdb-dev
   docker-registry skopeo umoci busybox-static zstd python3 attr curl util-linux
-  apache2-utils acl"
+  apache2-utils acl strace"
 if [ "${1:-}" = --bench ]; then
   packages="$packages containerd debootstrap fuse-overlayfs bc time e2fsprogs"
 fi

@@ -156,7 +156,10 @@ void fs_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mo
 		fuse_reply_err(req, err);
 		return;
 	}
-	fd = openat(p->fd, name, (fi->flags | O_CREAT | O_CLOEXEC) & ~O_NOFOLLOW, mode & ~c.mask);
+	/* CREATE comes for a name the kernel found missing (it holds the
+	 * directory's lock): make a new file or fail, never open what is there */
+	fd = openat(p->fd, name, fi->flags | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+		    mode & ~c.mask);
 	fs_caller_leave(&c);
 	if (fd < 0) {
 		fuse_reply_err(req, errno);

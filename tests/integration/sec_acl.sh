@@ -7,7 +7,8 @@
 # uid 1234 with supplementary groups, and every result, mode, owner and
 # getfacl output must be equal. Some results are also checked against what
 # they must be (a denying ACL denies), so that both being wrong still fails.
-# Read-only parts of the tree answer EROFS to setfacl.
+# Read-only parts of the tree answer EROFS to setfacl. A CREATE is an
+# O_CREAT|O_EXCL|O_NOFOLLOW open in the daemon (strace).
 . "${IMGFS_SRC:-$(dirname "$0")/../..}/tests/lib/common.sh"
 . "$IMGFS_SRC/tests/integration/fs_lib.bash"
 
@@ -208,4 +209,19 @@ done
 setpriv --reuid=65534 --regid=65534 --clear-groups cat "$LAYFILE" >/dev/null ||
 	fail "nobody cannot read layers/0/etc/passwd (the ACL set in rootfs/ leaked into the layer)"
 
+# --- CREATE makes a new file: O_EXCL|O_NOFOLLOW in the daemon
+if command -v strace >/dev/null; then
+	strace -f -qq -e trace=openat -o "$T/strace" -p "$MOUNT_PID" 2>"$T/strace.err" &
+	SPID=$!
+	on_exit kill "$SPID"
+	sleep 1 # strace attaches to every thread
+	for i in 1 2 3 4 5; do echo x >"$R/tmp/created-$i"; done
+	sleep 0.5
+	kill "$SPID" && wait "$SPID" 2>/dev/null || true
+	grep -q '"created-1", .*O_CREAT' "$T/strace" || fail "the daemon's create not seen by strace: $(head -c 600 "$T/strace")"
+	grep '"created-[1-5]", .*O_CREAT' "$T/strace" | grep -v 'O_EXCL' && fail "CREATE opened without O_EXCL"
+	grep '"created-[1-5]", .*O_CREAT' "$T/strace" | grep -v 'O_NOFOLLOW' && fail "CREATE opened without O_NOFOLLOW"
+else
+	log "strace missing: the O_EXCL|O_NOFOLLOW check is skipped"
+fi
 log "ok"
