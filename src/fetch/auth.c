@@ -577,6 +577,8 @@ int imgfs_endpoint_creds(struct imgfs_registry *r, struct imgfs_endpoint *ep,
 	struct imgfs_creds c;
 	int rc = 0;
 	*out = NULL;
+	if (r->anonymous)
+		return 0; /* not even looked up: a helper is a program run with our rights */
 	pthread_mutex_lock(&r->lock);
 	if (!ep->creds_done) {
 		/* the upstream of docker.io is registry-1.docker.io: look up docker.io */
@@ -642,6 +644,11 @@ int imgfs_auth_fetch_token(struct imgfs_registry *r, struct imgfs_endpoint *ep,
 	*authz = NULL;
 	if (imgfs_endpoint_creds(r, ep, &cr, err) < 0)
 		return -1;
+	if (plan->scheme == IMGFS_AUTH_BASIC && r->anonymous)
+		return imgfs_error_set(err, EACCES,
+				       "registry %s asks for a user name and password (basic auth, "
+				       "realm \"%.100s\") and this pull is anonymous",
+				       ep->host, plan->realm ? plan->realm : "");
 	if (plan->scheme == IMGFS_AUTH_BASIC) {
 		if (basic_authz(ep, plan, cr, authz, err) < 0)
 			return -1;

@@ -92,7 +92,11 @@ struct imgfs_fetch_config {
 	long stall_speed;      /* bytes/s below which a transfer is stalled (default 1024) */
 	int stall_time;	       /* ... for this many seconds (default 30) */
 	const char *auth_file; /* credentials file; NULL: the docker/podman search */
-	char *owned_;	       /* internal: storage owned by imgfs_fetch_config_load */
+	/* no credentials of any kind: no auth file, credential helper or login,
+	 * no certs.d client certificate (the filesystem's pulls for other users
+	 * than root, -o pull=all); CA files still apply */
+	bool anonymous;
+	char *owned_; /* internal: storage owned by imgfs_fetch_config_load */
 };
 void imgfs_fetch_config_init(struct imgfs_fetch_config *cfg);
 /*

@@ -120,6 +120,7 @@ struct imgfs_registry {
 	struct imgfs_endpoint *eps; /* mirrors in order, then upstream */
 	size_t n_eps;
 	char *auth_file; /* from the config, or NULL */
+	bool anonymous;	 /* the config's: never any credentials */
 	int max_attempts, max_retry_after, stall_time;
 	long stall_speed;
 	CURLSH *share; /* DNS, connections, TLS sessions; locked by share_locks */

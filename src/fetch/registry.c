@@ -316,7 +316,7 @@ static void endpoint_init(struct imgfs_endpoint *ep, const char *host, const cha
 		ep->http = imgfs_xasprintf("http://%s%s", host, prefix);
 	ep->use_http = http_only;
 	ep->ca_dir = ca_dir_for(cfg ? cfg->ca_dir : NULL, host);
-	if (ep->ca_dir)
+	if (ep->ca_dir && !(cfg && cfg->anonymous))
 		find_client_cert(ep);
 }
 
@@ -371,7 +371,7 @@ static int registry_endpoints(struct imgfs_registry *r, const struct imgfs_fetch
 		}
 		if (!up->ca_dir) {
 			up->ca_dir = ca_dir_for(cfg ? cfg->ca_dir : NULL, r->domain);
-			if (up->ca_dir)
+			if (up->ca_dir && !(cfg && cfg->anonymous))
 				find_client_cert(up);
 		}
 	}
@@ -398,6 +398,7 @@ int imgfs_registry_new(const struct imgfs_ref *ref, const struct imgfs_fetch_con
 	r->host = imgfs_ref_api_host(ref);
 	r->domain = imgfs_xstrdup(ref->domain);
 	r->auth_file = cfg->auth_file ? imgfs_xstrdup(cfg->auth_file) : NULL;
+	r->anonymous = cfg->anonymous;
 	r->max_attempts = cfg->max_attempts > 0 ? cfg->max_attempts : 1;
 	r->max_retry_after = cfg->max_retry_after;
 	r->stall_time = cfg->stall_time > 0 ? cfg->stall_time : 30;

@@ -103,6 +103,29 @@ static int get_config(struct imgfs_store *s, struct pull_source *src,
 	return 0;
 }
 
+/* opts->max_size bounds the image's compressed size from its manifest alone,
+ * before the config or any layer is fetched. */
+static int check_size(const struct imgfs_fetched *mf, const struct imgfs_manifest *m,
+		      const struct imgfs_pull_opts *opts, struct imgfs_error *err)
+{
+	uint64_t total = mf->len;
+
+	if (!opts || !opts->max_size)
+		return 0;
+	/* sizes are the manifest's word: saturate rather than wrap */
+	for (size_t i = 0; i <= m->n_layers; i++) {
+		uint64_t sz = i < m->n_layers ? m->layers[i].size : m->config.size;
+		total = sz > UINT64_MAX - total ? UINT64_MAX : total + sz;
+	}
+	if (total <= opts->max_size)
+		return 0;
+	return imgfs_error_set(err, EFBIG,
+			       "manifest %s: the image is %llu bytes compressed, more than the "
+			       "%llu bytes this pull may bring in",
+			       mf->digest.str, (unsigned long long)total,
+			       (unsigned long long)opts->max_size);
+}
+
 /* From the top document down to one image manifest. On return *mf holds the
  * manifest's bytes and *index_desc (or NULL) the first index's descriptor. */
 static int resolve_manifest(struct imgfs_store *s, struct pull_source *src, const char *reference,
@@ -179,7 +202,7 @@ int pull_image(struct imgfs_store *s, struct pull_source *src, const char *name,
 		imgfs_error_wrap(err, "manifest %s", mf.digest.str);
 		goto out;
 	}
-	if (get_config(s, src, &m->config, &c, err) < 0)
+	if (check_size(&mf, m, opts, err) < 0 || get_config(s, src, &m->config, &c, err) < 0)
 		goto out;
 	if (c->n_diff_ids != m->n_layers) {
 		imgfs_error_set(err, EIO,
@@ -439,13 +462,19 @@ int imgfs_pull(struct imgfs_store *s, const char *refstr, const struct imgfs_pul
 		rc = imgfs_store_lock_shared(s, err);
 	if (rc == 0) {
 		json_t *rec = NULL;
-		if (up_to_date(s, r, &ref, name, opts, &rec) ||
+		bool offline = opts && opts->offline;
+		if ((!offline && up_to_date(s, r, &ref, name, opts, &rec)) ||
 		    adopt_local(s, &ref, name, opts, &rec)) {
 			report_present(opts, name, rec);
 			if (record)
 				*record = rec;
 			else
 				json_decref(rec);
+			imgfs_store_unlock(s);
+			goto done;
+		}
+		if (offline) {
+			rc = imgfs_error_set(err, ENOENT, "the store has no image %s", name);
 			imgfs_store_unlock(s);
 			goto done;
 		}

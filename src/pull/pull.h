@@ -49,6 +49,13 @@ struct imgfs_pull_opts {
 	 * end; may be NULL. */
 	void (*progress)(void *ctx, const struct imgfs_pull_progress *p);
 	void *progress_ctx;
+	/* 0, or the most compressed bytes the image may have (its manifest,
+	 * config and layers as the manifest gives their sizes): EFBIG before
+	 * any blob is fetched when it has more */
+	uint64_t max_size;
+	/* never ask a registry: only record a digest the store already holds
+	 * under another name of the repository; ENOENT otherwise */
+	bool offline;
 };
 
 /* Pull ref into the store. On success *record (may be NULL) is the stored
