@@ -3,7 +3,10 @@
 #include "cli.h"
 #include "../fs/fs.h"
 
+#include <errno.h>
 #include <getopt.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -25,6 +28,14 @@ static int mount_usage(FILE *f)
 	      "     debug        trace every request (implies -f)\n"
 	      "     no_uring     talk to the kernel through /dev/fuse only, not FUSE\n"
 	      "                  over io_uring (used by default where the kernel has it)\n"
+	      "     pull=root|all|none  who may make a lookup under pull/ pull: root only\n"
+	      "                  (default; other users see what the store has), every\n"
+	      "                  user (others anonymously), or nobody\n"
+	      "     pull_creds=shared  other users' pulls use the mounter's credentials\n"
+	      "                  (default anonymous: no credentials at all)\n"
+	      "     pull_max_size=SIZE  the largest image another user may pull, in bytes\n"
+	      "                  compressed (K, M, G, T suffixes; 0: no limit; default 4G)\n"
+	      "     pull_max_per_user=N  pulls one other user may have running (default 4)\n"
 	      "  rw, suid, nosuid, dev, nodev, exec, noexec, atime, noatime, auto, noauto,\n"
 	      "  user, nouser, defaults, _netdev and x-* (from fstab) are accepted and ignored.\n",
 	      f);
@@ -67,12 +78,79 @@ static int reexec_with_config(struct cli *cli, const char *config, int argc, cha
 	return 1;
 }
 
+/* "4G", "512M", "1000": bytes, with binary K, M, G, T suffixes. */
+static int parse_size(const char *s, uint64_t *out)
+{
+	static const char units[] = "KMGT";
+	unsigned long long v;
+	const char *u;
+	char *end;
+
+	if (*s < '0' || *s > '9')
+		return -1;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno)
+		return -1;
+	if (*end) {
+		u = strchr(units, *end & ~0x20);
+		if (!u || !*u || (end[1] && strcmp(end + 1, "iB") && strcmp(end + 1, "B")))
+			return -1;
+		for (long i = 0; i <= u - units; i++) {
+			if (v > UINT64_MAX / 1024)
+				return -1;
+			v *= 1024;
+		}
+	}
+	*out = v;
+	return 0;
+}
+
+/* The pull policy options (mount.fuse.imgfs(8)). 1 if o is one, 0 if not,
+ * EXIT_USAGE after a usage error. */
+static int pull_option(const char *o, struct imgfs_fs_opts *fo)
+{
+	char *end;
+	unsigned long n;
+
+	if (!strcmp(o, "pull=root"))
+		fo->pull = IMGFS_FS_PULL_ROOT;
+	else if (!strcmp(o, "pull=all"))
+		fo->pull = IMGFS_FS_PULL_ALL;
+	else if (!strcmp(o, "pull=none"))
+		fo->pull = IMGFS_FS_PULL_NONE;
+	else if (!strncmp(o, "pull=", 5))
+		return cli_usage_error("mount", "-o %s: expected pull=root, pull=all or pull=none",
+				       o);
+	else if (!strcmp(o, "pull_creds=shared") || !strcmp(o, "pull_creds=anonymous"))
+		fo->pull_creds_shared = o[11] == 's';
+	else if (!strncmp(o, "pull_creds=", 11))
+		return cli_usage_error("mount", "-o %s: expected pull_creds=anonymous or shared",
+				       o);
+	else if (!strncmp(o, "pull_max_size=", 14)) {
+		if (parse_size(o + 14, &fo->pull_max_size) < 0)
+			return cli_usage_error("mount", "-o %s: expected a size such as 4G", o);
+	} else if (!strncmp(o, "pull_max_per_user=", 18)) {
+		errno = 0;
+		n = strtoul(o + 18, &end, 10);
+		if (o[18] < '0' || o[18] > '9' || *end || errno || n > 1000000)
+			return cli_usage_error("mount", "-o %s: expected a number", o);
+		fo->pull_max_per_user = (unsigned)n;
+	} else
+		return 0;
+	return 1;
+}
+
 static int parse_options(struct cli *cli, char *opts, struct imgfs_fs_opts *fo, const char **config)
 {
 	char *save = NULL;
+	int rc;
 
 	for (char *o = strtok_r(opts, ",", &save); o; o = strtok_r(NULL, ",", &save)) {
-		if (!strncmp(o, "store=", 6))
+		if (!strncmp(o, "pull", 4) && (rc = pull_option(o, fo)) != 0) {
+			if (rc != 1)
+				return rc;
+		} else if (!strncmp(o, "store=", 6))
 			cli->store_dir = o + 6;
 		else if (!strncmp(o, "config=", 7))
 			*config = o + 7;
@@ -93,7 +171,10 @@ static int parse_options(struct cli *cli, char *opts, struct imgfs_fs_opts *fo, 
 int cmd_mount(struct cli *cli, int argc, char **argv)
 {
 	static const struct option opts[] = {{"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
-	struct imgfs_fs_opts fo = {.fetch = &cli->fetch};
+	struct imgfs_fs_opts fo = {.fetch = &cli->fetch,
+				   .pull = IMGFS_FS_PULL_ROOT,
+				   .pull_max_size = IMGFS_FS_PULL_MAX_SIZE_DEFAULT,
+				   .pull_max_per_user = IMGFS_FS_PULL_MAX_PER_USER_DEFAULT};
 	struct imgfs_error err = {0};
 	const char *config = NULL;
 	/* every -o, joined: store_dir and config point into it until the end */

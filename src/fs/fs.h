@@ -9,6 +9,15 @@
 
 #include "../pull/pull.h"
 
+/* Who may make the mount pull (-o pull=): see mount.fuse.imgfs(8). */
+enum imgfs_fs_pull_policy {
+	IMGFS_FS_PULL_ROOT = 0, /* root only; other users get what the store has */
+	IMGFS_FS_PULL_ALL,	/* everyone; other users anonymously unless pull_creds_shared */
+	IMGFS_FS_PULL_NONE,	/* nobody: pull/ shows the store only */
+};
+#define IMGFS_FS_PULL_MAX_SIZE_DEFAULT (4ULL << 30) /* -o pull_max_size= */
+#define IMGFS_FS_PULL_MAX_PER_USER_DEFAULT 4	    /* -o pull_max_per_user= */
+
 struct imgfs_fs_opts {
 	const char *mountpoint;
 	const char *store_dir;
@@ -18,6 +27,10 @@ struct imgfs_fs_opts {
 	bool allow_other;
 	bool debug;    /* libfuse's request trace, debug logging */
 	bool no_uring; /* -o no_uring: /dev/fuse only, never FUSE over io_uring */
+	enum imgfs_fs_pull_policy pull;
+	bool pull_creds_shared;	    /* -o pull_creds=shared: other users pull with ours */
+	uint64_t pull_max_size;	    /* other users' pulls: largest image, 0 = no limit */
+	unsigned pull_max_per_user; /* other users' pulls running at once, per uid, 0 = no limit */
 };
 
 /* Mount and serve until unmounted or signalled (SIGTERM, SIGINT, SIGHUP).

@@ -72,6 +72,10 @@ struct fs_inode {
 	/* FS_VIRT (immutable after creation) */
 	char *path; /* "/alpine/3.18.3/layers" */
 	uint64_t vino;
+	/* a file whose content depends on the reader (.imgfs/status): one inode
+	 * per uid, so the kernel's page cache of one never holds another's */
+	bool per_user;
+	uid_t uid;
 };
 
 /* ---- the catalog of images (tree.c) -------------------------------------- */
@@ -97,18 +101,38 @@ struct fs_catalog {
 
 struct fs_pull;
 
+/* The uids a status entry belongs to: who started or joined the pull (a
+ * user sees only entries with its uid in them; root sees all). */
+struct fs_uids {
+	uid_t *v;
+	size_t n;
+};
+
 struct fs_failure {
 	time_t when;
 	char *ref;
 	int code;
 	char *msg;
+	struct fs_uids uids; /* the first started the pull */
+	size_t seq;	     /* order of recording; 0 with ref NULL: a free slot */
 };
 #define FS_MAX_FAILURES 20
+/* a user's failures replace its own oldest beyond this, not other users' */
+#define FS_MAX_FAILURES_PER_USER 5
 
 struct fs {
 	struct imgfs_store *store;
 	const char *root; /* the store's root */
 	const struct imgfs_fetch_config *fetch;
+	/* pull policy (-o pull=, pull_creds=, pull_max_size=, pull_max_per_user=) */
+	enum imgfs_fs_pull_policy pull_policy;
+	bool pull_creds_shared;
+	uint64_t pull_max_size;
+	unsigned pull_max_per_user;
+	uid_t owner; /* the daemon's uid: pulls as root does */
+	/* *fetch with anonymous set, for other users' pulls: a shallow copy
+	 * (borrows fetch's storage, never destroyed) */
+	struct imgfs_fetch_config fetch_anon;
 	unsigned long rfds;    /* atomic: read fds cached in inodes (fs_inode.rfd) */
 	unsigned long rfd_max; /* set at init: a quarter of the open-file limit, so cached
 				* read fds never starve lookups of fds for their O_PATH fds */
@@ -138,7 +162,7 @@ struct fs {
 	pthread_mutex_t pull_lock;
 	pthread_cond_t pull_cond;		     /* broadcast when any pull finishes */
 	struct fs_pull *pulls;			     /* pull_lock */
-	struct fs_failure failures[FS_MAX_FAILURES]; /* pull_lock, ring */
+	struct fs_failure failures[FS_MAX_FAILURES]; /* pull_lock */
 	size_t n_failures;			     /* pull_lock, total ever */
 	size_t pulls_running;			     /* pull_lock */
 
@@ -168,6 +192,19 @@ struct fs {
 void fs_uring_setup(struct fs *fs);
 void fs_uring_stop(struct fs *fs);
 char *fs_uring_buffer(size_t size);
+/* The uid a request is made by (0 without a request). */
+static inline uid_t fs_req_uid(fuse_req_t req)
+{
+	return req ? fuse_req_ctx(req)->uid : 0;
+}
+
+/* Whose view a request on virtual inode in gets: the inode's owner for a
+ * per-user file (who holds its fd chose to share it), else the caller. */
+static inline uid_t fs_virt_uid(fuse_req_t req, const struct fs_inode *in)
+{
+	return in->per_user ? in->uid : fs_req_uid(req);
+}
+
 /* ops.c: a LOOKUP in this directory may wait long (for a pull) */
 bool fs_lookup_may_wait(struct fs *fs, fuse_ino_t parent);
 
@@ -181,6 +218,8 @@ int fs_inode_pass(struct fs *fs, struct fs_view *view, int fd, struct stat *st,
 		  struct fs_inode **out);
 /* Find or create the virtual inode for path, counting one lookup. */
 struct fs_inode *fs_inode_virt(struct fs *fs, const char *path);
+/* The same for uid's own inode of a per-user file (fs_node.per_user). */
+struct fs_inode *fs_inode_virt_user(struct fs *fs, const char *path, uid_t uid);
 void fs_inode_forget(struct fs *fs, struct fs_inode *in, uint64_t n);
 /* Close an inode's fds and free it (forgotten, out of the table). */
 void fs_inode_free(struct fs *fs, struct fs_inode *in);
@@ -231,6 +270,8 @@ struct fs_node {
 	ino_t upper_ino; /* rootfs: inode of its upper dir's directory when resolved */
 	/* PULL */
 	char *ref;
+	/* GEN: the content depends on who asks (.imgfs/status) */
+	bool per_user;
 	/* attributes for DIR/GEN */
 	time_t mtime;
 	long mtime_ns; /* changes whenever a directory's listing may have: the kernel keeps listings
@@ -238,8 +279,9 @@ struct fs_node {
 	nlink_t nlink;
 };
 void fs_node_destroy(struct fs_node *n);
-/* Resolve a virtual path. 0 or -errno (ENOENT). */
-int fs_tree_resolve(struct fs *fs, const char *path, struct fs_node *out);
+/* Resolve a virtual path for a request by uid (what .imgfs/status shows
+ * depends on it). 0 or -errno (ENOENT). */
+int fs_tree_resolve(struct fs *fs, const char *path, uid_t uid, struct fs_node *out);
 
 struct fs_dirent {
 	char *name;
@@ -254,11 +296,36 @@ void fs_backing_release(struct fs_backing *b);
 /* Open the backing of a view node (in b->fd); used through fs_view_get. */
 int fs_tree_make_backing(struct fs *fs, const struct fs_node *node, struct fs_backing *b);
 
+/* policy.c: who may pull, and with whose credentials (-o pull=...) */
+enum fs_pull_class {
+	FS_PULL_OWNER = 1, /* root's pulls: the mounter's credentials, no size limit */
+	FS_PULL_SHARED,	   /* another user's, with the mounter's credentials (pull_creds=shared) */
+	FS_PULL_ANON,	   /* another user's, without any credentials */
+	FS_PULL_LOCAL,	   /* who may not pull: a digest from the store only, never the network */
+};
+/* root or the daemon's own uid */
+bool fs_uid_privileged(const struct fs *fs, uid_t uid);
+/* May uid make the mount pull, and as what? 0 with *cls set, or -EACCES with
+ * the reason in why (never any network traffic; a reference with a digest
+ * may still be recorded from the store, FS_PULL_LOCAL). */
+int fs_pull_policy(const struct fs *fs, uid_t uid, enum fs_pull_class *cls, char *why,
+		   size_t whylen);
+/* The options a pull of class cls runs with (fetch config, size limit). */
+void fs_pull_class_opts(const struct fs *fs, enum fs_pull_class cls, struct imgfs_pull_opts *po);
+/* uid lists of status entries (pull_lock) */
+bool fs_uids_has(const struct fs_uids *u, uid_t uid);
+void fs_uids_add(struct fs_uids *u, uid_t uid); /* best effort: memory */
+void fs_uids_destroy(struct fs_uids *u);
+
 /* pull.c */
-/* Pull ref (shared with concurrent callers) and wait; -EINTR when req is
- * interrupted (the pull goes on). 0 or -errno. */
+/* Pull ref (shared with concurrent callers of the same class) and wait, if
+ * the caller of req may (policy.c); -EINTR when req is interrupted (the pull
+ * goes on). 0 or -errno: EACCES refused by the policy, EAGAIN over the
+ * caller's pull_max_per_user, EFBIG over pull_max_size. */
 int fs_pull_wait(struct fs *fs, const char *ref, fuse_req_t req);
-char *fs_status_text(struct fs *fs, size_t *len);
+/* .imgfs/status as uid sees it: root (and the daemon's uid) every entry,
+ * another user only the pulls and failures it started or joined. */
+char *fs_status_text(struct fs *fs, uid_t uid, size_t *len);
 
 /* readahead.c: directory read-ahead */
 struct fs_ra;

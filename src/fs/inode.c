@@ -143,9 +143,9 @@ int fs_inode_pass(struct fs *fs, struct fs_view *view, int fd, struct stat *st,
 	return 0;
 }
 
-struct fs_inode *fs_inode_virt(struct fs *fs, const char *path)
+static struct fs_inode *inode_virt(struct fs *fs, const char *path, bool per_user, uid_t uid)
 {
-	uint64_t h = fs_path_ino(path);
+	uint64_t h = per_user ? fs_path_ino(path) ^ mix64((uint64_t)uid + 1) : fs_path_ino(path);
 	struct fs_inode *in;
 
 	if (!strcmp(path, "/")) {
@@ -156,7 +156,8 @@ struct fs_inode *fs_inode_virt(struct fs *fs, const char *path)
 	}
 	pthread_mutex_lock(&fs->inode_lock);
 	for (in = fs->htab[h & (fs->hsize - 1)]; in; in = in->hnext) {
-		if (in->kind == FS_VIRT && in->vino == h && !strcmp(in->path, path))
+		if (in->kind == FS_VIRT && in->vino == h && !strcmp(in->path, path) &&
+		    in->per_user == per_user && in->uid == uid)
 			break;
 	}
 	if (!in) {
@@ -170,6 +171,8 @@ struct fs_inode *fs_inode_virt(struct fs *fs, const char *path)
 		}
 		in->kind = FS_VIRT;
 		in->vino = h;
+		in->per_user = per_user;
+		in->uid = uid;
 		in->fd = -1;
 		in->rfd = -1;
 		table_insert(fs, in);
@@ -177,6 +180,16 @@ struct fs_inode *fs_inode_virt(struct fs *fs, const char *path)
 	in->nlookup++;
 	pthread_mutex_unlock(&fs->inode_lock);
 	return in;
+}
+
+struct fs_inode *fs_inode_virt(struct fs *fs, const char *path)
+{
+	return inode_virt(fs, path, false, 0);
+}
+
+struct fs_inode *fs_inode_virt_user(struct fs *fs, const char *path, uid_t uid)
+{
+	return inode_virt(fs, path, true, uid);
 }
 
 void fs_inode_free(struct fs *fs, struct fs_inode *in)

@@ -58,7 +58,7 @@ static nlink_t virt_nlink(struct fs *fs, const char *path)
 	return 2 + dirs;
 }
 
-int fs_do_getattr(struct fs *fs, struct fs_inode *in, struct stat *st)
+int fs_do_getattr(struct fs *fs, struct fs_inode *in, uid_t uid, struct stat *st)
 {
 	struct fs_node n;
 	int rc;
@@ -66,7 +66,7 @@ int fs_do_getattr(struct fs *fs, struct fs_inode *in, struct stat *st)
 	if (in->kind == FS_PASS)
 		return fstatat(in->fd, "", st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0 ? -errno
 											: 0;
-	rc = fs_tree_resolve(fs, in->path, &n);
+	rc = fs_tree_resolve(fs, in->path, uid, &n);
 	if (rc < 0)
 		return rc;
 	if (n.type != FS_NODE_DIR && n.type != FS_NODE_GEN) {
@@ -193,14 +193,14 @@ static int lookup_virt(struct fs *fs, fuse_req_t req, struct fs_inode *parent, c
 	if (strchr(name, '/') || strlen(name) > 1024)
 		return -ENOENT;
 	path = imgfs_xasprintf("%s/%s", strcmp(parent->path, "/") ? parent->path : "", name);
-	rc = fs_tree_resolve(fs, path, &n);
+	rc = fs_tree_resolve(fs, path, fs_req_uid(req), &n);
 	if (rc == 0 && n.type == FS_NODE_PULL) {
 		_cleanup_free_ char *ref = steal_pointer(&n.ref);
 		fs_node_destroy(&n);
 		rc = fs_pull_wait(fs, ref, req);
 		if (rc < 0)
 			return rc;
-		rc = fs_tree_resolve(fs, path, &n);
+		rc = fs_tree_resolve(fs, path, fs_req_uid(req), &n);
 		if (rc == 0 && n.type == FS_NODE_PULL) {
 			/* pulled under a name the ref does not find (should not happen) */
 			fs_node_destroy(&n);
@@ -217,7 +217,8 @@ static int lookup_virt(struct fs *fs, fuse_req_t req, struct fs_inode *parent, c
 		rc = lookup_blob(fs, &n, e);
 		break;
 	default:
-		in = fs_inode_virt(fs, path);
+		in = n.per_user ? fs_inode_virt_user(fs, path, fs_req_uid(req))
+				: fs_inode_virt(fs, path);
 		if (!in) {
 			rc = -ENOMEM;
 			break;
@@ -229,6 +230,9 @@ static int lookup_virt(struct fs *fs, fuse_req_t req, struct fs_inode *parent, c
 		e->attr_timeout = e->entry_timeout = FS_TIMEOUT_VIRTUAL;
 		if (n.type == FS_NODE_GEN)
 			e->attr_timeout = 0; /* sizes change (status) */
+		/* each user's path walk looks it up again, reaching its own inode */
+		if (n.per_user)
+			e->entry_timeout = 0;
 		rc = 0;
 	}
 	fs_node_destroy(&n);
@@ -283,7 +287,7 @@ static void fs_op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 	int rc;
 
 	fs_raise_read_ahead(fs);
-	rc = fs_do_getattr(fs, in, &st);
+	rc = fs_do_getattr(fs, in, fs_virt_uid(req, in), &st);
 	if (rc < 0)
 		fuse_reply_err(req, -rc);
 	else
@@ -348,7 +352,7 @@ static void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 			fuse_reply_err(req, EROFS);
 			return;
 		}
-		rc = fs_tree_resolve(fs, in->path, &n);
+		rc = fs_tree_resolve(fs, in->path, fs_virt_uid(req, in), &n);
 		if (rc == 0 && n.type != FS_NODE_GEN) {
 			fs_node_destroy(&n);
 			rc = -EISDIR;
@@ -452,7 +456,7 @@ static void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		struct fs_node n;
 		if (!g) {
 			/* no open: generate for this read */
-			int rc = fs_tree_resolve(fs, in->path, &n);
+			int rc = fs_tree_resolve(fs, in->path, fs_virt_uid(req, in), &n);
 			if (rc == 0 && n.type != FS_NODE_GEN) {
 				fs_node_destroy(&n);
 				rc = -EISDIR;

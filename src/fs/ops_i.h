@@ -6,7 +6,7 @@
 #include "fs_i.h"
 
 double fs_attr_timeout(const struct fs_inode *in);
-int fs_do_getattr(struct fs *fs, struct fs_inode *in, struct stat *st);
+int fs_do_getattr(struct fs *fs, struct fs_inode *in, uid_t uid, struct stat *st);
 int fs_do_lookup_pass(struct fs *fs, struct fs_inode *parent, const char *name,
 		      struct fuse_entry_param *e);
 /* "/proc/self/fd/<fd>" for an inode's O_PATH fd. */

@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 /*
- * Pulls started by lookups under pull/: one worker thread per reference,
- * shared by every lookup of that reference while it runs; progress and the
- * last failures for .imgfs/status.
+ * Pulls started by lookups under pull/: one worker thread per reference and
+ * credential class (policy.c), shared by every lookup of that reference and
+ * class while it runs, so another user's lookup never joins a pull made with
+ * credentials it may not use; progress and the last failures for
+ * .imgfs/status, each with the uids it belongs to.
  */
 #include "fs_i.h"
 
@@ -19,9 +21,13 @@ struct fs_pull_layer {
 struct fs_pull {
 	struct fs *fs;
 	char *ref; /* as looked up */
-	int refs;  /* pull_lock: waiters + the worker */
-	bool done; /* pull_lock */
-	int code;  /* pull_lock: 0 or errno */
+	enum fs_pull_class cls;
+	char *why;	     /* FS_PULL_LOCAL: why uid may not pull, for its failure */
+	uid_t starter;	     /* its pull_max_per_user counts this pull */
+	struct fs_uids uids; /* pull_lock: who started or joined it */
+	int refs;	     /* pull_lock: waiters + the worker */
+	bool done;	     /* pull_lock */
+	int code;	     /* pull_lock: 0 or errno */
 	time_t started;
 	size_t n_layers;	      /* pull_lock */
 	struct fs_pull_layer *layers; /* pull_lock */
@@ -40,6 +46,8 @@ static void pull_unref_locked(struct fs *fs, struct fs_pull *p)
 	}
 	free(p->layers);
 	free(p->ref);
+	free(p->why);
+	fs_uids_destroy(&p->uids);
 	free(p);
 }
 
@@ -72,32 +80,77 @@ out:
 	pthread_mutex_unlock(&fs->pull_lock);
 }
 
-static void record_failure(struct fs *fs, const char *ref, const struct imgfs_error *err)
+/* The slot a failure of starter's takes: a free one, else its own oldest
+ * once it has FS_MAX_FAILURES_PER_USER (so one user's failing lookups cannot
+ * push other users' failures out), else the oldest. pull_lock held. */
+static struct fs_failure *failure_slot(struct fs *fs, uid_t starter)
 {
-	struct fs_failure *f = &fs->failures[fs->n_failures % FS_MAX_FAILURES];
+	struct fs_failure *oldest = NULL, *own = NULL;
+	size_t n_own = 0;
+
+	for (size_t i = 0; i < FS_MAX_FAILURES; i++) {
+		struct fs_failure *f = &fs->failures[i];
+		if (!f->ref)
+			return f;
+		if (!oldest || f->seq < oldest->seq)
+			oldest = f;
+		if (f->uids.n && f->uids.v[0] == starter) {
+			n_own++;
+			if (!own || f->seq < own->seq)
+				own = f;
+		}
+	}
+	if (!fs_uid_privileged(fs, starter) && n_own >= FS_MAX_FAILURES_PER_USER)
+		return own;
+	return oldest;
+}
+
+/* pull_lock held. uids: the first is who started it; copied. */
+static void record_failure(struct fs *fs, const char *ref, const struct fs_uids *uids, int code,
+			   const char *msg)
+{
+	struct fs_failure *f = failure_slot(fs, uids->n ? uids->v[0] : 0);
 
 	free(f->ref);
 	free(f->msg);
+	fs_uids_destroy(&f->uids);
+	for (size_t i = 0; i < uids->n; i++)
+		fs_uids_add(&f->uids, uids->v[i]);
 	f->when = time(NULL);
+	f->seq = ++fs->n_failures;
 	f->ref = imgfs_xstrdup(ref);
-	f->code = err->code ? err->code : EIO;
-	f->msg = imgfs_xstrdup(err->msg[0] ? err->msg : strerror(f->code));
-	fs->n_failures++;
+	f->code = code ? code : EIO;
+	f->msg = imgfs_xstrdup(msg && msg[0] ? msg : strerror(f->code));
+}
+
+/* A refusal or early failure of uid's lookup. pull_lock not held. */
+static void record_refusal(struct fs *fs, uid_t uid, const char *ref, int code, const char *msg)
+{
+	struct fs_uids u = {.v = &uid, .n = 1};
+
+	pthread_mutex_lock(&fs->pull_lock);
+	record_failure(fs, ref, &u, code, msg);
+	pthread_mutex_unlock(&fs->pull_lock);
 }
 
 static void *pull_worker(void *arg)
 {
 	struct fs_pull *p = arg;
 	struct fs *fs = p->fs;
-	struct imgfs_pull_opts po = {
-	    .fetch = fs->fetch, .progress = on_progress, .progress_ctx = p};
+	struct imgfs_pull_opts po = {.progress = on_progress, .progress_ctx = p};
 	struct imgfs_error err = {0};
 	json_t *rec = NULL;
 	int rc;
 
-	imgfs_info("fs: pulling %s", p->ref);
+	fs_pull_class_opts(fs, p->cls, &po);
+	imgfs_info("fs: pulling %s for uid %u%s", p->ref, (unsigned)p->starter,
+		   p->cls == FS_PULL_ANON    ? " (anonymous)"
+		   : p->cls == FS_PULL_LOCAL ? " (from the store only)"
+					     : "");
 	rc = imgfs_pull(fs->store, p->ref, &po, &rec, &err);
 	json_decref(rec);
+	if (rc < 0 && p->cls == FS_PULL_LOCAL && err.code == ENOENT)
+		imgfs_error_set(&err, EACCES, "%s", p->why ? p->why : "");
 	if (rc < 0)
 		imgfs_err("fs: pull %s: %s", p->ref, err.msg);
 	else
@@ -107,7 +160,7 @@ static void *pull_worker(void *arg)
 	p->done = true;
 	p->code = rc < 0 ? (err.code ? err.code : EIO) : 0;
 	if (rc < 0)
-		record_failure(fs, p->ref, &err);
+		record_failure(fs, p->ref, &p->uids, err.code, err.msg);
 	fs->pulls_running--;
 	pthread_cond_broadcast(&fs->pull_cond);
 	pull_unref_locked(fs, p);
@@ -116,7 +169,8 @@ static void *pull_worker(void *arg)
 }
 
 /* pull_lock held. */
-static struct fs_pull *pull_start(struct fs *fs, const char *ref)
+static struct fs_pull *pull_start(struct fs *fs, const char *ref, enum fs_pull_class cls, uid_t uid,
+				  const char *why)
 {
 	struct fs_pull *p = calloc(1, sizeof(*p));
 	pthread_attr_t attr;
@@ -126,12 +180,24 @@ static struct fs_pull *pull_start(struct fs *fs, const char *ref)
 		return NULL;
 	p->fs = fs;
 	p->ref = imgfs_xstrdup(ref);
+	p->cls = cls;
+	p->why = cls == FS_PULL_LOCAL ? imgfs_xstrdup(why) : NULL;
+	p->starter = uid;
+	fs_uids_add(&p->uids, uid);
+	if (!p->uids.n) {
+		free(p->why);
+		free(p->ref);
+		free(p);
+		return NULL;
+	}
 	p->refs = 2; /* the caller and the worker */
 	p->started = time(NULL);
 	pthread_attr_init(&attr);
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
 	if (pthread_create(&t, &attr, pull_worker, p) != 0) {
 		pthread_attr_destroy(&attr);
+		fs_uids_destroy(&p->uids);
+		free(p->why);
 		free(p->ref);
 		free(p);
 		return NULL;
@@ -143,36 +209,82 @@ static struct fs_pull *pull_start(struct fs *fs, const char *ref)
 	return p;
 }
 
+/* Pulls uid started that still run. pull_lock held. */
+static unsigned running_pulls_of(struct fs *fs, uid_t uid)
+{
+	unsigned n = 0;
+
+	for (struct fs_pull *p = fs->pulls; p; p = p->next)
+		n += !p->done && p->starter == uid;
+	return n;
+}
+
+/* Join the running pull of ref for cls, or start one. pull_lock held. NULL
+ * with *rc set when uid may start no other pull now, or out of memory. */
+static struct fs_pull *pull_join(struct fs *fs, const char *ref, enum fs_pull_class cls, uid_t uid,
+				 const char *why, int *rc)
+{
+	struct fs_pull *p;
+	char msg[200];
+
+	for (p = fs->pulls; p; p = p->next) {
+		if (!p->done && p->cls == cls && !strcmp(p->ref, ref))
+			break;
+	}
+	if (p) {
+		p->refs++;
+		fs_uids_add(&p->uids, uid);
+		return p;
+	}
+	if (!fs_uid_privileged(fs, uid) && fs->pull_max_per_user &&
+	    running_pulls_of(fs, uid) >= fs->pull_max_per_user) {
+		struct fs_uids u = {.v = &uid, .n = 1};
+		snprintf(msg, sizeof(msg),
+			 "uid %u has %u pulls running through this mount, the most it may "
+			 "(-o pull_max_per_user=%u)",
+			 (unsigned)uid, fs->pull_max_per_user, fs->pull_max_per_user);
+		record_failure(fs, ref, &u, EAGAIN, msg);
+		*rc = -EAGAIN;
+		return NULL;
+	}
+	p = pull_start(fs, ref, cls, uid, why);
+	if (!p)
+		*rc = -ENOMEM;
+	return p;
+}
+
 int fs_pull_wait(struct fs *fs, const char *given, fuse_req_t req)
 {
 	struct imgfs_error err = {0};
 	struct imgfs_ref parsed = {0};
 	_cleanup_free_ char *ref = NULL;
+	enum fs_pull_class cls;
+	uid_t uid = fs_req_uid(req);
+	bool has_digest;
+	char why[200];
 	struct fs_pull *p;
 	int rc;
 
 	/* one pull per canonical reference: alpine:3.18 and docker.io/library/alpine:3.18 share */
 	if (imgfs_ref_parse(given, &parsed, &err) < 0) {
-		pthread_mutex_lock(&fs->pull_lock);
-		record_failure(fs, given, &err);
-		pthread_mutex_unlock(&fs->pull_lock);
+		record_refusal(fs, uid, given, err.code ? err.code : EINVAL, err.msg);
 		return -(err.code ? err.code : EINVAL);
 	}
 	ref = imgfs_ref_string(&parsed);
+	has_digest = parsed.has_digest;
 	imgfs_ref_destroy(&parsed);
-	pthread_mutex_lock(&fs->pull_lock);
-	for (p = fs->pulls; p; p = p->next) {
-		if (!p->done && !strcmp(p->ref, ref))
-			break;
+	rc = fs_pull_policy(fs, uid, &cls, why, sizeof(why));
+	if (rc < 0 && !has_digest) {
+		record_refusal(fs, uid, ref, -rc, why);
+		return rc;
 	}
-	if (p) {
-		p->refs++;
-	} else {
-		p = pull_start(fs, ref);
-		if (!p) {
-			pthread_mutex_unlock(&fs->pull_lock);
-			return -ENOMEM;
-		}
+	if (rc < 0) /* the store may hold that digest under another name */
+		cls = FS_PULL_LOCAL;
+	pthread_mutex_lock(&fs->pull_lock);
+	p = pull_join(fs, ref, cls, uid, why, &rc);
+	if (!p) {
+		pthread_mutex_unlock(&fs->pull_lock);
+		return rc;
 	}
 	/* the session loop cancels its workers at exit; waiting here must not
 	 * be cancelled while holding pull_lock, so poll for the exit instead */
@@ -253,21 +365,57 @@ static void sb_printf(struct sbuf *b, const char *fmt, ...)
 	}
 }
 
-char *fs_status_text(struct fs *fs, size_t *len)
+/* The failures uid may see, oldest first. pull_lock held. */
+static size_t visible_failures(struct fs *fs, uid_t uid, bool all, const struct fs_failure **out)
 {
+	size_t n = 0;
+
+	for (size_t i = 0; i < FS_MAX_FAILURES; i++) {
+		const struct fs_failure *f = &fs->failures[i];
+		if (f->ref && (all || fs_uids_has(&f->uids, uid)))
+			out[n++] = f;
+	}
+	/* insertion sort by seq: at most FS_MAX_FAILURES */
+	for (size_t i = 1; i < n; i++) {
+		const struct fs_failure *f = out[i];
+		size_t j = i;
+		for (; j > 0 && out[j - 1]->seq > f->seq; j--)
+			out[j] = out[j - 1];
+		out[j] = f;
+	}
+	return n;
+}
+
+/* " uid 0,65534": every uid for root, only its own for another user. */
+static void sb_uids(struct sbuf *b, const struct fs_uids *u, uid_t uid, bool all)
+{
+	if (!all) {
+		sb_printf(b, " uid %u", (unsigned)uid);
+		return;
+	}
+	for (size_t i = 0; i < u->n; i++)
+		sb_printf(b, "%s%u", i ? "," : " uid ", (unsigned)u->v[i]);
+}
+
+char *fs_status_text(struct fs *fs, uid_t uid, size_t *len)
+{
+	const struct fs_failure *fl[FS_MAX_FAILURES];
+	bool all = fs_uid_privileged(fs, uid);
 	struct sbuf b = {0};
-	size_t active = 0, nf, first;
+	size_t active = 0, nf;
 	char when[32];
 
 	pthread_mutex_lock(&fs->pull_lock);
 	for (struct fs_pull *p = fs->pulls; p; p = p->next)
-		active += !p->done;
+		active += !p->done && (all || fs_uids_has(&p->uids, uid));
 	sb_printf(&b, "pulls in progress: %zu\n", active);
 	for (struct fs_pull *p = fs->pulls; p; p = p->next) {
-		if (p->done)
+		if (p->done || !(all || fs_uids_has(&p->uids, uid)))
 			continue;
-		sb_printf(&b, "pull %s (%lds, %zu layers)\n", p->ref,
-			  (long)(time(NULL) - p->started), p->n_layers);
+		sb_printf(&b, "pull %s (%lds, %zu layers;", p->ref, (long)(time(NULL) - p->started),
+			  p->n_layers);
+		sb_uids(&b, &p->uids, uid, all);
+		sb_printf(&b, "%s)\n", p->cls == FS_PULL_ANON ? ", anonymous" : "");
 		for (size_t i = 0; i < p->n_layers; i++) {
 			const struct fs_pull_layer *l = &p->layers[i];
 			sb_printf(&b, "  layer %zu %s %s %llu/%llu bytes%s%s\n", i, l->digest,
@@ -276,15 +424,16 @@ char *fs_status_text(struct fs *fs, size_t *len)
 				  l->source);
 		}
 	}
-	nf = fs->n_failures < FS_MAX_FAILURES ? fs->n_failures : FS_MAX_FAILURES;
-	first = fs->n_failures - nf;
+	nf = visible_failures(fs, uid, all, fl);
 	sb_printf(&b, "recent failures: %zu\n", nf);
-	for (size_t i = first; i < fs->n_failures; i++) {
-		const struct fs_failure *f = &fs->failures[i % FS_MAX_FAILURES];
+	for (size_t i = 0; i < nf; i++) {
+		const struct fs_failure *f = fl[i];
 		struct tm tm;
 		gmtime_r(&f->when, &tm);
 		strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
-		sb_printf(&b, "failed %s %s (%s): %s\n", when, f->ref, strerror(f->code), f->msg);
+		sb_printf(&b, "failed %s %s (%s;", when, f->ref, strerror(f->code));
+		sb_uids(&b, &f->uids, uid, all);
+		sb_printf(&b, "): %s\n", f->msg);
 	}
 	pthread_mutex_unlock(&fs->pull_lock);
 	if (b.oom) {

@@ -116,6 +116,18 @@ static int fs_init(struct fs *fs, const struct imgfs_fs_opts *opts, struct imgfs
 		return -1;
 	fs->root = imgfs_store_root(fs->store);
 	fs->fetch = opts->fetch;
+	if (opts->fetch)
+		fs->fetch_anon = *opts->fetch;
+	else
+		imgfs_fetch_config_init(&fs->fetch_anon);
+	fs->fetch_anon.anonymous = true;
+	fs->fetch_anon.auth_file = NULL;
+	fs->fetch_anon.owned_ = NULL; /* borrowed: opts->fetch frees it */
+	fs->pull_policy = opts->pull;
+	fs->pull_creds_shared = opts->pull_creds_shared;
+	fs->pull_max_size = opts->pull_max_size;
+	fs->pull_max_per_user = opts->pull_max_per_user;
+	fs->owner = geteuid();
 	fs->read_only = opts->read_only;
 	fs->debug = opts->debug;
 	fs->meta_path = imgfs_xasprintf("%s/meta/data.mdb", fs->root);
@@ -138,6 +150,7 @@ static void fs_free(struct fs *fs)
 	for (size_t i = 0; i < FS_MAX_FAILURES; i++) {
 		free(fs->failures[i].ref);
 		free(fs->failures[i].msg);
+		fs_uids_destroy(&fs->failures[i].uids);
 	}
 	free(fs->meta_path);
 	free(fs);

@@ -527,7 +527,7 @@ static int resolve_hex_dir(struct fs_catalog *c, char **rest, size_t n, bool cha
 	return 0;
 }
 
-static int resolve_where(struct fs *fs, struct fs_catalog *c, char **comps, size_t n,
+static int resolve_where(struct fs *fs, struct fs_catalog *c, char **comps, size_t n, uid_t uid,
 			 struct fs_node *out)
 {
 	struct where w;
@@ -570,7 +570,8 @@ static int resolve_where(struct fs *fs, struct fs_catalog *c, char **comps, size
 			rc = 0;
 		} else if (nr == 1 && !strcmp(rest[0], "status")) {
 			out->type = FS_NODE_GEN;
-			out->content = fs_status_text(fs, &out->len);
+			out->content = fs_status_text(fs, uid, &out->len);
+			out->per_user = true;
 			struct timespec now;
 			clock_gettime(CLOCK_REALTIME, &now);
 			out->mtime = now.tv_sec;
@@ -594,7 +595,7 @@ out:
 	return rc;
 }
 
-int fs_tree_resolve(struct fs *fs, const char *path, struct fs_node *out)
+int fs_tree_resolve(struct fs *fs, const char *path, uid_t uid, struct fs_node *out)
 {
 	struct fs_catalog *c;
 	size_t n = 0;
@@ -610,7 +611,7 @@ int fs_tree_resolve(struct fs *fs, const char *path, struct fs_node *out)
 		free_split(comps, n);
 		return -ENOMEM;
 	}
-	rc = resolve_where(fs, c, comps, n, out);
+	rc = resolve_where(fs, c, comps, n, uid, out);
 	fs_catalog_put(fs, c);
 	free_split(comps, n);
 	if (rc < 0)

@@ -237,7 +237,7 @@ void fs_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set
 		if (rc < 0)
 			goto fail;
 	}
-	rc = fs_do_getattr(fs, in, &st);
+	rc = fs_do_getattr(fs, in, fs_virt_uid(req, in), &st);
 	if (rc < 0) {
 		fuse_reply_err(req, -rc);
 		return;
