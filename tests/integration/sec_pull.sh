@@ -12,7 +12,8 @@
 #     pulled (with its credentials) is then seen from the store, with no request;
 #   - pull=none: root cannot pull either, no request;
 #   - pull=all: the public image is pulled anonymously; the private one is EACCES
-#     after the registry's 401, every request without Authorization, even while
+#     after the registry's 401, every request without Authorization and no
+#     credential helper of root's run (root's own pull runs it), even while
 #     root's credentialed pull of the same reference runs; the failure shows in
 #     .imgfs/status to that user and root, not to uid 65533; a fifth pull while
 #     four run is EAGAIN at once;
@@ -47,10 +48,24 @@ push_to "$REG_pub" lab/pub:v1
 push_to "$REG_pub" lab/pub:v2
 start_proxy pp "$REG_priv"
 start_proxy pq "$REG_pub"
-PRIV=$PROXY_pp PUB=$PROXY_pq
+start_proxy ph "$REG_priv" # the private registry again, credentials from a helper
+PRIV=$PROXY_pp PUB=$PROXY_pq HELPED=$PROXY_ph
 printf '%s\n' "$PASS" | "$IMGFS" login -u alice "$PRIV" >/dev/null 2>"$T/err" || fail "login: $(cat "$T/err")"
 grep -q "$PRIV" "$REGISTRY_AUTH_FILE" || fail "no credentials in root's auth file"
 PRIV_REF=$PRIV/lab/app:v1 PUB_REF=$PUB/lab/pub:v1
+# root's ~/.docker/config.json names a credential helper for $HELPED, which
+# logs every call
+mkdir -p "$T/bin" "$HOME/.docker"
+cat >"$T/bin/docker-credential-imgfstest" <<EOF2
+#!/bin/sh
+read -r host
+echo "uid=\$(id -u) host=\$host" >>"$T/helper.log"
+printf '{"ServerURL":"%s","Username":"alice","Secret":"%s"}\n' "\$host" "$PASS"
+EOF2
+chmod +x "$T/bin/docker-credential-imgfstest"
+printf '{"credHelpers": {"%s": "imgfstest"}}\n' "$HELPED" >"$HOME/.docker/config.json"
+export PATH=$T/bin:$PATH
+: >"$T/helper.log"
 
 # as UID CMD...: run CMD as that user, no groups, with a HOME of its own.
 as() {
@@ -137,6 +152,12 @@ expect 65534 "$M2/pull/$PRIV_REF" EACCES
 [ "$(auth_requests)" = 0 ] || fail "uid 65534's pull sent credentials: $(tail -n +$((PP_MARK + 1)) "$T/pp.log")"
 tail -n +$((reg_mark + 1)) "$T/priv/log" | grep -q '"GET /v2/lab/app/manifests/v1 HTTP/1.1" 401 .*imgfs' ||
 	fail "the registry answered imgfs no 401: $(tail -n 5 "$T/priv/log")"
+log "pull=all: no credential helper runs for another user's pull"
+expect 65534 "$M2/pull/$HELPED/lab/app:v1" EACCES
+grep -q '"authorization": true' "$T/ph.log" && fail "uid 65534's pull sent credentials: $(cat "$T/ph.log")"
+[ -s "$T/helper.log" ] && fail "the credential helper ran for uid 65534's pull: $(cat "$T/helper.log")"
+expect 0 "$M2/pull/$HELPED/lab/app:v1/rootfs/etc" OK # root's pull runs it
+grep -qx "uid=0 host=$HELPED" "$T/helper.log" || fail "root's pull did not use the helper: $(cat "$T/helper.log")"
 
 log ".imgfs/status: each user sees its own pulls, root all"
 status_of 65534 "$M2" >"$T/st"
