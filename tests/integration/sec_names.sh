@@ -116,6 +116,19 @@ got=$(as_nobody cat "$M3/pull/docker.io/a.b/c:v1/digest" 2>"$T/err") || fail "pu
 got=$(as_nobody cat "$M3/pull/a.b/c:amd64/digest" 2>"$T/err") || fail "pull/a.b/c:amd64: $(cat "$T/err")"
 [ "$got" = "$AMD" ] || fail "pull/a.b/c:amd64 answered $got"
 
+# --- imgfs import: a ref.name that pins another digest than its entry's is refused
+mkdir -p "$T/liar"
+cp -r "$T/fixtures/features/." "$T/liar/"
+"$PY" -c 'import json, sys
+p = sys.argv[1] + "/index.json"; d = json.load(open(p))
+for m in d["manifests"]: m["annotations"]["org.opencontainers.image.ref.name"] = sys.argv[2]
+json.dump(d, open(p, "w"))' "$T/liar" "$REGISTRY/liar:v1@$AMD"
+imgfs_run "$S3" import "$T/liar"
+[ "$RC" != 0 ] || fail "import of an entry named with another digest succeeded"
+grep -q "pins another digest" "$T/err" || fail "import of a lying ref.name: $(cat "$T/err")"
+imgfs_ok "$S3" images
+grep -q "liar" "$T/out" && fail "a lying ref.name was recorded: $(cat "$T/out")"
+
 # --- a reference at the length limits: 255-character repository, 128-character tag
 LONGREPO=long.example/$(printf 'a%.0s' {1..110})/$(printf 'b%.0s' {1..131})
 LONGTAG=$(printf 't%.0s' {1..128})
