@@ -148,12 +148,24 @@ static void download_one(struct layer_job *j)
 	pthread_mutex_unlock(&p->mu);
 
 	sink.w = w;
-	rc = p->src->get_blob(p->src->ctx, &j->desc->digest, imgfs_ingest_offset(w), dl_sink_write,
-			      &sink, &j->restarted, &served_by, &err);
-	if (rc == 0)
+	uint64_t resumed_at = imgfs_ingest_offset(w);
+	rc = p->src->get_blob(p->src->ctx, &j->desc->digest, resumed_at, dl_sink_write, &sink,
+			      &j->restarted, &served_by, &err);
+	if (rc == 0) {
 		rc = imgfs_ingest_commit(w, j->desc->media_type, &err);
-	else
+	} else {
+		struct imgfs_error e2 = {0};
+		bool bad;
+		pthread_mutex_lock(&p->mu);
+		bad = j->unpack_done && j->unpack_rc < 0;
+		pthread_mutex_unlock(&p->mu);
+		/* the unpack refused bytes a previous run left: they may be what
+		 * is wrong (altered on disk), so the next pull starts from zero */
+		if (bad && resumed_at > 0 && imgfs_ingest_reset(w, &e2) == 0)
+			imgfs_warn("layer %s: unpack failed on resumed data: discarded",
+				   j->desc->digest.str);
 		imgfs_ingest_abort(w);
+	}
 	pthread_mutex_lock(&p->mu);
 	j->prog.source = served_by;
 done_locked:

@@ -15,12 +15,12 @@
 #include <sys/stat.h>
 
 /*
- * The ingest's hash, with a state that can be saved next to the data so a
- * resumed download does not hash its first part again. OpenSSL 3 has no
- * supported way to export an EVP digest state; its low-level SHA256_CTX and
- * SHA512_CTX are plain data, so they are used here (deprecated API, confined
- * to this section). The state file is trusted only when its header, size and
- * offset agree with the data on disk; otherwise the data is hashed again.
+ * The ingest's running hash (OpenSSL's low-level SHA256_CTX/SHA512_CTX,
+ * deprecated API confined to this section). A resumed ingest hashes the data
+ * on disk again from its first byte: a saved hash state would vouch for bytes
+ * it never saw (the data file altered between runs would then be committed
+ * under a digest it does not have). Reading local data again is cheap next to
+ * downloading it.
  */
 struct ihash {
 	enum imgfs_digest_alg alg;
@@ -28,16 +28,6 @@ struct ihash {
 		SHA256_CTX s256;
 		SHA512_CTX s512;
 	} u;
-};
-
-#define HASHSTATE_MAGIC "IMGFSHS1"
-#define HASHSTATE_EVERY (8u << 20) /* save the state every 8 MiB */
-
-struct hashstate_hdr {
-	char magic[8];
-	uint32_t alg;
-	uint32_t ctx_size;
-	uint64_t offset;
 };
 
 #pragma GCC diagnostic push
@@ -77,11 +67,6 @@ static void ihash_final(struct ihash *h, struct imgfs_digest *out)
 }
 #pragma GCC diagnostic pop
 
-static size_t ihash_ctx_size(const struct ihash *h)
-{
-	return h->alg == IMGFS_SHA256 ? sizeof(h->u.s256) : sizeof(h->u.s512);
-}
-
 struct imgfs_ingest {
 	struct imgfs_store *s;
 	struct imgfs_digest expected;
@@ -91,9 +76,8 @@ struct imgfs_ingest {
 	char *data_path; /* dir/data */
 	int lockfd;	 /* flock(LOCK_EX) held while w lives */
 	int datafd;
-	char *state_path; /* dir/hashstate */
+	char *state_path; /* dir/hashstate: left by older versions, removed */
 	uint64_t offset;
-	uint64_t state_saved; /* offset of the last saved hash state */
 	struct ihash h;
 };
 
@@ -260,7 +244,7 @@ static void ingest_remove(struct imgfs_ingest *w)
 	rmdir(w->dir);
 }
 
-/* Hash the data on disk from w->offset (0, or where a saved state ends) on. */
+/* Hash the data on disk from w->offset on. */
 static int ingest_rehash(struct imgfs_ingest *w, struct imgfs_error *err)
 {
 	char *buf = imgfs_xmalloc(1 << 20);
@@ -284,74 +268,12 @@ static int ingest_rehash(struct imgfs_ingest *w, struct imgfs_error *err)
 	return 0;
 }
 
-/* Save the hash state at w->offset beside the data (temp file, rename). A
- * failure only costs a re-hash later. */
-static void ingest_save_state(struct imgfs_ingest *w)
-{
-	_cleanup_free_ char *tmp = imgfs_xasprintf("%s.tmp", w->state_path);
-	struct hashstate_hdr hdr = {.alg = (uint32_t)w->h.alg,
-				    .ctx_size = (uint32_t)ihash_ctx_size(&w->h),
-				    .offset = w->offset};
-	int fd;
-
-	if (w->offset == 0 || w->offset == w->state_saved)
-		return;
-	memcpy(hdr.magic, HASHSTATE_MAGIC, sizeof(hdr.magic));
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (fd < 0)
-		return;
-	if (imgfs_write_all(fd, &hdr, sizeof(hdr)) < 0 ||
-	    imgfs_write_all(fd, &w->h.u, ihash_ctx_size(&w->h)) < 0 || close(fd) < 0 ||
-	    rename(tmp, w->state_path) < 0) {
-		unlink(tmp);
-		return;
-	}
-	w->state_saved = w->offset;
-}
-
-/* Restore a saved state that fits the data on disk (its offset at most the
- * file's size). Returns true with w->h and w->offset set. */
-static bool ingest_load_state(struct imgfs_ingest *w, uint64_t data_size)
-{
-	struct hashstate_hdr hdr;
-	struct ihash h;
-	_cleanup_close_ int fd = open(w->state_path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	ssize_t n;
-
-	ihash_init(&h, w->expected.alg);
-	if (fd < 0)
-		return false;
-	n = read(fd, &hdr, sizeof(hdr));
-	if (n != (ssize_t)sizeof(hdr) || memcmp(hdr.magic, HASHSTATE_MAGIC, sizeof(hdr.magic)) ||
-	    hdr.alg != (uint32_t)w->expected.alg || hdr.ctx_size != ihash_ctx_size(&h) ||
-	    hdr.offset == 0 || hdr.offset > data_size || hdr.offset > w->expected_size)
-		return false;
-	n = read(fd, &h.u, ihash_ctx_size(&h));
-	if (n != (ssize_t)ihash_ctx_size(&h))
-		return false;
-	/* a state that does not describe hdr.offset bytes is stale */
-	if (h.alg == IMGFS_SHA256 &&
-	    (((uint64_t)h.u.s256.Nh << 32 | h.u.s256.Nl) != hdr.offset * 8 ||
-	     h.u.s256.num >= SHA256_CBLOCK || h.u.s256.md_len != SHA256_DIGEST_LENGTH))
-		return false;
-	if (h.alg == IMGFS_SHA512 &&
-	    (h.u.s512.Nl != hdr.offset * 8 || h.u.s512.num >= SHA512_CBLOCK ||
-	     h.u.s512.md_len != SHA512_DIGEST_LENGTH))
-		return false;
-	w->h = h;
-	w->offset = hdr.offset;
-	w->state_saved = hdr.offset;
-	return true;
-}
-
 static int ingest_truncate(struct imgfs_ingest *w, struct imgfs_error *err)
 {
 	if (ftruncate(w->datafd, 0) < 0 || lseek(w->datafd, 0, SEEK_SET) < 0)
 		return imgfs_error_errno(err, errno, "truncate %s", w->data_path);
-	unlink(w->state_path);
 	ihash_init(&w->h, w->expected.alg);
 	w->offset = 0;
-	w->state_saved = 0;
 	return 0;
 }
 
@@ -360,24 +282,14 @@ static int ingest_open_data(struct imgfs_ingest *w, struct imgfs_error *err)
 	w->datafd = open(w->data_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (w->datafd < 0)
 		return imgfs_error_errno(err, errno, "open %s", w->data_path);
-	struct stat st;
-	uint64_t resumed;
-
-	if (fstat(w->datafd, &st) < 0)
-		return imgfs_error_errno(err, errno, "stat %s", w->data_path);
 	ihash_init(&w->h, w->expected.alg);
 	w->offset = 0;
-	if (st.st_size > 0 && !ingest_load_state(w, (uint64_t)st.st_size) && w->offset == 0)
-		imgfs_debug("ingest %s: no usable hash state; hashing %lld bytes on disk again",
-			    w->dir, (long long)st.st_size);
-	resumed = w->offset;
+	unlink(w->state_path); /* a saved state is never trusted (see struct ihash) */
 	if (ingest_rehash(w, err) < 0)
 		return -1;
 	if (w->offset > 0)
-		imgfs_debug("ingest %s: resuming at %llu bytes (hash state restored at %llu, "
-			    "%llu bytes hashed again)",
-			    w->dir, (unsigned long long)w->offset, (unsigned long long)resumed,
-			    (unsigned long long)(w->offset - resumed));
+		imgfs_debug("ingest %s: resuming at %llu bytes, all of them hashed again", w->dir,
+			    (unsigned long long)w->offset);
 	if (w->offset > w->expected_size) {
 		imgfs_warn(
 		    "ingest %s: %llu bytes on disk, more than the expected %llu; starting over",
@@ -476,8 +388,6 @@ int imgfs_ingest_write(struct imgfs_ingest *w, const void *buf, size_t len, stru
 	}
 	ihash_update(&w->h, buf, len);
 	w->offset += len;
-	if (w->offset - w->state_saved >= HASHSTATE_EVERY)
-		ingest_save_state(w);
 	return 0;
 }
 
@@ -529,6 +439,5 @@ void imgfs_ingest_abort(struct imgfs_ingest *w)
 {
 	if (!w)
 		return;
-	ingest_save_state(w);
 	ingest_free(w);
 }

@@ -5,6 +5,7 @@
  * PROT_NONE page, so a read past it faults even without ASan).
  */
 #include "fetch/fetch_i.h"
+#include "store/store.h"
 #include "test.h"
 
 #include <fcntl.h>
@@ -188,10 +189,71 @@ static void test_rm_rf_deep(void)
 	free(keep);
 }
 
+/* Partial ingest data altered between runs (same length) is hashed again on
+ * resume: the commit fails with a digest mismatch, nothing is committed, and
+ * the next ingest starts from zero and commits the real content. */
+static void test_ingest_resume_rehashes(void)
+{
+	char tmpl[] = "/tmp/imgfs-test-ingest.XXXXXX";
+	char *root = mkdtemp(tmpl);
+	struct imgfs_store *s = NULL;
+	struct imgfs_error err = {0};
+	struct imgfs_ingest *w = NULL;
+	struct imgfs_digest d;
+	static char data[300000];
+	int fd;
+
+	CHECK(root != NULL);
+	if (!root)
+		return;
+	for (size_t i = 0; i < sizeof(data); i++)
+		data[i] = (char)(i * 7 + i / 251);
+	imgfs_digest_buf(IMGFS_SHA256, data, sizeof(data), &d);
+	CHECK(imgfs_store_open(root, &s, &err) == 0);
+	CHECK(s && imgfs_ingest_open(s, &d, sizeof(data), &w, &err) == 0 && w);
+	if (!w)
+		return;
+	CHECK(imgfs_ingest_write(w, data, 200000, &err) == 0);
+	char *path = imgfs_xstrdup(imgfs_ingest_data_path(w));
+	imgfs_ingest_abort(w);
+	imgfs_store_close(s);
+
+	/* another user of the store flips bytes the first run hashed */
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	CHECK(fd >= 0 && pwrite(fd, "altered", 7, 1000) == 7);
+	close(fd);
+
+	CHECK(imgfs_store_open(root, &s, &err) == 0);
+	w = NULL;
+	CHECK(s && imgfs_ingest_open(s, &d, sizeof(data), &w, &err) == 0 && w);
+	if (!w)
+		return;
+	CHECK(imgfs_ingest_offset(w) == 200000);
+	CHECK(imgfs_ingest_write(w, data + 200000, sizeof(data) - 200000, &err) == 0);
+	CHECK(imgfs_ingest_commit(w, NULL, &err) < 0 && err.code == EIO);
+	CHECK(strstr(err.msg, "digest mismatch") != NULL);
+	CHECK(!imgfs_store_has_blob(s, &d, sizeof(data)));
+
+	/* the altered data is gone: a new ingest starts from zero and commits */
+	w = NULL;
+	memset(&err, 0, sizeof(err));
+	CHECK(imgfs_ingest_open(s, &d, sizeof(data), &w, &err) == 0 && w);
+	if (w) {
+		CHECK(imgfs_ingest_offset(w) == 0);
+		CHECK(imgfs_ingest_write(w, data, sizeof(data), &err) == 0);
+		CHECK(imgfs_ingest_commit(w, NULL, &err) == 0);
+	}
+	CHECK(imgfs_store_has_blob(s, &d, sizeof(data)));
+	imgfs_store_close(s);
+	free(path);
+	imgfs_rm_rf(root);
+}
+
 int main(void)
 {
 	RUN(test_status_line_bounds);
 	RUN(test_header_values_bounds);
 	RUN(test_rm_rf_deep);
+	RUN(test_ingest_resume_rehashes);
 	TEST_DONE();
 }
