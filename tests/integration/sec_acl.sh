@@ -56,6 +56,8 @@ mkdir dacl && chmod 755 dacl
 setfacl -m u:nobody:rwx,u:1234:rwx,d:u:nobody:rwx,d:g:$G2:r-x,d:g::r-x,d:o::--- dacl
 mkdir pub && chmod 1777 pub
 mkdir sg && chown :$G2 sg && chmod 2777 sg
+mkdir gw && chown :$G2 gw && chmod 770 gw
+mkdir gacl && chmod 755 gacl && setfacl -m g:$G2:rwx gacl
 echo s >sgfile-nobody && chown 65534:$G2 sgfile-nobody && chmod 2755 sgfile-nobody
 echo s >sgfile-u1234 && chown 1234:$G2 sgfile-u1234 && chmod 2755 sgfile-u1234
 echo w >suid && chmod 4777 suid
@@ -107,6 +109,8 @@ r sgid-file python3 -c 'import os, sys
 os.umask(0)
 os.close(os.open(sys.argv[1], os.O_CREAT | os.O_WRONLY, 0o2775))' sg/f-$u
 r sgid-dir mkdir sg/d-$u
+r group-create sh -c "echo x >gw/f-$u"
+r group-acl-create mkdir gacl/d-$u
 r chmod-mask chmod 640 dacl/f-$u
 r setfacl-own setfacl -m u:4321:rw pub/f022-$u
 r setfacl-other setfacl -m u:4321:rw allow
@@ -176,6 +180,10 @@ want "$T/imgfs.u1234" "read-groupdeny: failed Permission denied"
 want "$T/imgfs.nobody" "read-groupdeny: ok gdeny"
 want "$T/imgfs.nobody" "setfacl-other: failed Operation not permitted"
 want "$T/imgfs.nobody" "setfacl-own: ok "
+# allowed only through a supplementary group (which the daemon must take on too)
+want "$T/imgfs.u1234" "group-create: ok "
+want "$T/imgfs.u1234" "group-acl-create: ok "
+want "$T/imgfs.nobody" "group-acl-create: failed Permission denied"
 st() { stat -c '%a %u:%g' "$R/tmp/acl/$1"; }
 [ "$(st pub/f002-nobody)" = "664 65534:65534" ] || fail "umask 002 file: $(st pub/f002-nobody)"
 [ "$(st pub/d002-nobody)" = "775 65534:65534" ] || fail "umask 002 dir: $(st pub/d002-nobody)"
