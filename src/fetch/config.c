@@ -41,6 +41,8 @@ void imgfs_fetch_config_init(struct imgfs_fetch_config *cfg)
 	cfg->max_retry_after = 60;
 	cfg->stall_speed = 1024;
 	cfg->stall_time = 30;
+	cfg->max_layer_size = 64ull << 30;
+	cfg->max_layer_ratio = 100;
 }
 
 void imgfs_fetch_config_destroy(struct imgfs_fetch_config *cfg)
@@ -175,6 +177,14 @@ static int load_root(struct imgfs_fetch_config *cfg, json_t *root, const char *p
 	if (int_key(root, path, "stall-speed", 1, 1L << 30, &v, err) < 0)
 		return -1;
 	cfg->stall_speed = v;
+	v = (long)(cfg->max_layer_size >> 20);
+	if (int_key(root, path, "max-layer-size-mib", 1, 1L << 30, &v, err) < 0)
+		return -1;
+	cfg->max_layer_size = (uint64_t)v << 20;
+	v = cfg->max_layer_ratio;
+	if (int_key(root, path, "max-layer-ratio", 0, 1000000, &v, err) < 0)
+		return -1;
+	cfg->max_layer_ratio = (unsigned)v;
 	if (str_key(cfg, root, path, "certs-dir", &cfg->ca_dir, err) < 0 ||
 	    str_key(cfg, root, path, "auth-file", &cfg->auth_file, err) < 0)
 		return -1;

@@ -96,6 +96,11 @@ struct imgfs_fetch_config {
 	 * no certs.d client certificate (the filesystem's pulls for other users
 	 * than root, -o pull=all); CA files still apply */
 	bool anonymous;
+	/* Layer unpack limits (imgfs_unpack_opts): uncompressed bytes per layer
+	 * (default 64 GiB), and times the layer blob's size (default 100, 0 =
+	 * no ratio limit; never below IMGFS_UNPACK_RATIO_FLOOR). */
+	uint64_t max_layer_size;
+	unsigned max_layer_ratio;
 	char *owned_; /* internal: storage owned by imgfs_fetch_config_load */
 };
 void imgfs_fetch_config_init(struct imgfs_fetch_config *cfg);
@@ -103,7 +108,8 @@ void imgfs_fetch_config_init(struct imgfs_fetch_config *cfg);
  * Read path (Docker daemon.json keys: max-concurrent-downloads,
  * insecure-registries, registry-mirrors; plus "registries": {host:
  * {"mirrors": [...]}}, "max-download-attempts", "max-retry-after",
- * "stall-timeout", "stall-speed", "certs-dir", "auth-file") into cfg, which
+ * "stall-timeout", "stall-speed", "certs-dir", "auth-file", "max-layer-size-mib",
+ * "max-layer-ratio") into cfg, which
  * must have been initialised. A missing file is fine unless must_exist.
  * EINVAL naming the file and key on a bad value. Free with _destroy.
  */

@@ -52,6 +52,8 @@ struct pull_ctx {
 	size_t *order; /* job indexes, largest layer first: the longest unpack
 			* is the critical path, so it starts first */
 	size_t n;
+	uint64_t max_layer_size; /* unpack limits from the config */
+	uint32_t max_ratio;
 };
 
 static void job_fail_locked(struct layer_job *j, int *rc, struct imgfs_error *dst,
@@ -281,7 +283,11 @@ static void unpack_one(struct layer_job *j)
 	for (;;) {
 		struct follow f = {.j = j};
 		struct imgfs_unpack_source source = {.read = follow_read, .ctx = &f};
-		struct imgfs_unpack_opts uo = {.progress = unpack_progress, .progress_ctx = j};
+		struct imgfs_unpack_opts uo = {.progress = unpack_progress,
+					       .progress_ctx = j,
+					       .max_bytes = p->max_layer_size,
+					       .compressed_size = j->desc->size,
+					       .max_ratio = p->max_ratio};
 
 		pthread_mutex_lock(&p->mu);
 		while (!p->cancel && j->read_fd < 0 && !j->dl_done)
@@ -476,6 +482,12 @@ int pull_layers(struct imgfs_store *s, struct pull_source *src, const char *name
 	pthread_t dl_threads[16], up_threads[16];
 	int n_dl = 0, n_up = 0, want_dl, want_up, rc = 0;
 	char **dirs;
+
+	if (opts && opts->fetch) {
+		p.max_layer_size = opts->fetch->max_layer_size;
+		p.max_ratio = opts->fetch->max_layer_ratio ? (uint32_t)opts->fetch->max_layer_ratio
+							   : IMGFS_UNPACK_NO_RATIO;
+	}
 
 	p.jobs = calloc(p.n ? p.n : 1, sizeof(*p.jobs));
 	p.order = calloc(p.n ? p.n : 1, sizeof(*p.order));

@@ -17,7 +17,6 @@
 #include <unistd.h>
 
 #define SRC_BUF (256 * 1024)
-#define DEFAULT_MAX_BYTES (64ull << 30)
 #define DEFAULT_MAX_ENTRIES 10000000ull
 
 static void stream_fail(struct unpack_ctx *u, int code, const char *fmt, ...)
@@ -186,8 +185,17 @@ static la_ssize_t b_read(struct archive *b, void *ctx, const void **buf)
 	}
 	u->uncompressed += size;
 	if (u->uncompressed > u->max_bytes) {
-		stream_fail(u, EFBIG, "layer exceeds the limit of %llu uncompressed bytes",
-			    (unsigned long long)u->max_bytes);
+		if (u->ratio_limited)
+			stream_fail(u, EFBIG,
+				    "layer exceeds the limit of %llu uncompressed bytes (%u times "
+				    "its %llu compressed bytes: max-layer-ratio)",
+				    (unsigned long long)u->max_bytes, u->ratio,
+				    (unsigned long long)u->opts->compressed_size);
+		else
+			stream_fail(u, EFBIG,
+				    "layer exceeds the limit of %llu uncompressed bytes "
+				    "(max-layer-size)",
+				    (unsigned long long)u->max_bytes);
 		archive_set_error(b, EFBIG, "%s", u->stream_err.msg);
 		return -1;
 	}
@@ -197,6 +205,25 @@ static la_ssize_t b_read(struct archive *b, void *ctx, const void **buf)
 		u->opts->progress(u->opts->progress_ctx, u->compressed, u->uncompressed);
 	*buf = blk;
 	return (la_ssize_t)size;
+}
+
+/* max_bytes = min(absolute cap, max(ratio x compressed size, floor)). */
+static void set_ratio_limit(struct unpack_ctx *u)
+{
+	const struct imgfs_unpack_opts *o = u->opts;
+	uint32_t ratio = o && o->max_ratio ? o->max_ratio : IMGFS_UNPACK_DEFAULT_RATIO;
+	uint64_t lim;
+
+	if (!o || !o->compressed_size || ratio == IMGFS_UNPACK_NO_RATIO)
+		return;
+	lim = o->compressed_size > UINT64_MAX / ratio ? UINT64_MAX : o->compressed_size * ratio;
+	if (lim < IMGFS_UNPACK_RATIO_FLOOR)
+		lim = IMGFS_UNPACK_RATIO_FLOOR;
+	if (lim < u->max_bytes) {
+		u->max_bytes = lim;
+		u->ratio_limited = true;
+		u->ratio = ratio;
+	}
 }
 
 static int archive_fail(struct unpack_ctx *u, struct archive *ar, const char *what,
@@ -352,13 +379,14 @@ int imgfs_unpack_layer(const char *dest, struct imgfs_unpack_source *src,
 	    .res = res,
 	    .is_root = geteuid() == 0,
 	    .umask = read_umask(),
-	    .max_bytes = opts && opts->max_bytes ? opts->max_bytes : DEFAULT_MAX_BYTES,
+	    .max_bytes = opts && opts->max_bytes ? opts->max_bytes : IMGFS_UNPACK_DEFAULT_MAX_BYTES,
 	    .max_entries = opts && opts->max_entries ? opts->max_entries : DEFAULT_MAX_ENTRIES,
 	    .max_walk_steps = IMGFS_UNPACK_MAX_WALK_STEPS,
 	};
 	int r;
 
 	memset(res, 0, sizeof(*res));
+	set_ratio_limit(&u);
 	r = run(&u, dest, err);
 	if (r < 0) {
 		imgfs_error_wrap(err, "apply layer to %s", dest);

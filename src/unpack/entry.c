@@ -77,9 +77,66 @@ static int set_owner(struct unpack_ctx *u, struct unpack_entry *e, int fd, int p
 	return 0;
 }
 
+#define SPARSE_BLOCK 4096
+
+static bool all_zero(const unsigned char *p, size_t n)
+{
+	static const unsigned char zero[SPARSE_BLOCK];
+
+	return n <= sizeof(zero) && !memcmp(p, zero, n);
+}
+
+/* pwrite all of buf at off, restarting on EINTR and short writes. */
+static int pwrite_all(int fd, const unsigned char *buf, size_t len, off_t off)
+{
+	for (size_t done = 0; done < len;) {
+		ssize_t n = pwrite(fd, buf + done, len - done, off + (off_t)done);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+/*
+ * Write one data block at off, skipping every all-zero piece between
+ * SPARSE_BLOCK-aligned offsets (the file is new, so what is not written reads
+ * as zeros, and whole blocks of it take no space): a layer of zero runs does
+ * not fill the disk. The diffID already hashed every byte of the stream.
+ * *end is the end of the last byte written.
+ */
+static int write_sparse(int fd, const unsigned char *buf, size_t len, off_t off, off_t *end)
+{
+	size_t i = 0, run = 0; /* buf[run..i) is pending, non-zero */
+
+	while (i < len) {
+		size_t next = SPARSE_BLOCK - (size_t)((off + (off_t)i) % SPARSE_BLOCK);
+		if (next > len - i)
+			next = len - i;
+		if (all_zero(buf + i, next)) {
+			if (i > run && pwrite_all(fd, buf + run, i - run, off + (off_t)run) < 0)
+				return -1;
+			if (i > run)
+				*end = off + (off_t)i;
+			run = i + next;
+		}
+		i += next;
+	}
+	if (len > run) {
+		if (pwrite_all(fd, buf + run, len - run, off + (off_t)run) < 0)
+			return -1;
+		*end = off + (off_t)len;
+	}
+	return 0;
+}
+
 static int write_data(struct unpack_ctx *u, struct unpack_entry *e, int fd, struct imgfs_error *err)
 {
-	int64_t pos = 0, size = archive_entry_size(e->ae);
+	int64_t size = archive_entry_size(e->ae);
+	off_t end = 0;
 
 	for (;;) {
 		const void *buf;
@@ -96,21 +153,13 @@ static int write_data(struct unpack_ctx *u, struct unpack_entry *e, int fd, stru
 			return imgfs_error_set(err, EIO, "entry \"%s\": invalid layer: %s", e->name,
 					       archive_error_string(u->b));
 		}
-		for (size_t done = 0; done < len;) {
-			ssize_t n =
-			    pwrite(fd, (const char *)buf + done, len - done, off + (off_t)done);
-			if (n < 0) {
-				if (errno == EINTR)
-					continue;
-				return entry_errno(err, errno, e, "write");
-			}
-			done += (size_t)n;
-		}
-		pos = off + (int64_t)len;
+		if (write_sparse(fd, buf, len, (off_t)off, &end) < 0)
+			return entry_errno(err, errno, e, "write");
 	}
 	if (size < 0)
 		size = 0;
-	if (pos != size && ftruncate(fd, size) < 0)
+	/* the size, holes included (zero runs and sparse entries end in one) */
+	if (end != (off_t)size && ftruncate(fd, size) < 0)
 		return entry_errno(err, errno, e, "truncate");
 	u->res->disk_bytes += (uint64_t)size;
 	return 0;

@@ -33,6 +33,11 @@ struct imgfs_unpack_source {
  * missing or reached through symlinks), against CPU exhaustion. */
 #define IMGFS_UNPACK_MAX_WALK_STEPS (2ull << 20)
 
+#define IMGFS_UNPACK_DEFAULT_MAX_BYTES (64ull << 30)
+#define IMGFS_UNPACK_DEFAULT_RATIO 100u
+#define IMGFS_UNPACK_NO_RATIO UINT32_MAX
+#define IMGFS_UNPACK_RATIO_FLOOR (64ull << 20)
+
 struct imgfs_unpack_opts {
 	/* Lower layers' directories, top-most first, NULL-terminated (may be NULL).
 	 * Only read, to give implied parent directories the attributes of the
@@ -40,6 +45,12 @@ struct imgfs_unpack_opts {
 	const char *const *lowers;
 	uint64_t max_bytes;   /* uncompressed bytes per layer; 0 = default (64 GiB) */
 	uint64_t max_entries; /* tar entries per layer; 0 = default (10 million) */
+	/* The blob's size from its descriptor (0 = unknown): the uncompressed
+	 * bytes are also capped at max_ratio times it, but never below
+	 * IMGFS_UNPACK_RATIO_FLOOR. max_ratio 0 = default (100),
+	 * IMGFS_UNPACK_NO_RATIO = no ratio limit. */
+	uint64_t compressed_size;
+	uint32_t max_ratio;
 	/* Called with the number of compressed bytes consumed so far, may be NULL. */
 	void (*progress)(void *ctx, uint64_t compressed, uint64_t uncompressed);
 	void *progress_ctx;

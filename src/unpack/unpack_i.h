@@ -45,6 +45,8 @@ struct unpack_ctx {
 	mode_t umask;	 /* to skip fchmod when creation already gave the mode */
 	uint64_t max_bytes, max_entries;
 	uint64_t walk_steps, max_walk_steps; /* path components resolved one by one */
+	bool ratio_limited;		     /* max_bytes comes from the compression ratio */
+	uint32_t ratio;
 	const struct imgfs_unpack_opts *opts;
 
 	/* streams: a = compressed source -> raw, b = tar over a's output */

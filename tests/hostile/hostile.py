@@ -335,6 +335,69 @@ def either(*checks):
     return f
 
 
+def bomb_diffid(size):
+    hdr, n = big_zero_tar(size)
+    h, chunk = hashlib.sha256(hdr), b"\0" * (1 << 20)
+    for _ in range(n // len(chunk)):
+        h.update(chunk)
+    h.update(b"\0" * 1024)
+    return "sha256:" + h.hexdigest()
+
+
+def file_sha(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for b in iter(lambda: f.read(1 << 20), b""):
+            h.update(b)
+    return h.hexdigest()
+
+
+def sha_is(p, want):
+    def f(c):
+        try:
+            got = file_sha(real(c, p))
+        except OSError as e:
+            return ["%s: %s" % (p, e)]
+        return [] if got == want else ["%s: sha256 %s != %s" % (p, got, want)]
+    return f
+
+
+def blocks_under(p, nbytes):
+    def f(c):
+        st = os.lstat(real(c, p))
+        return [] if st.st_blocks * 512 < nbytes else \
+            ["%s: %d bytes allocated for %d (not sparse)" % (p, st.st_blocks * 512, st.st_size)]
+    return f
+
+
+def sparse_zeros(p, size):
+    def f(c):
+        try:
+            st = os.lstat(real(c, p))
+        except OSError as e:
+            return ["%s: %s" % (p, e)]
+        if st.st_size != size:
+            return ["%s: size %d != %d" % (p, st.st_size, size)]
+        probs = blocks_under(p, 1 << 20)(c)
+        want = hashlib.sha256()
+        for _ in range(size >> 20):
+            want.update(b"\0" * (1 << 20))
+        if file_sha(real(c, p)) != want.hexdigest():
+            probs.append("%s: not all zeros" % p)
+        return probs
+    return f
+
+
+def size_at_most(p, n):
+    def f(c):
+        try:
+            st = os.lstat(real(c, p))
+        except OSError:
+            return []
+        return [] if st.st_size <= n else ["%s: %d bytes written past the limit" % (p, st.st_size)]
+    return f
+
+
 def cpu_under(secs):
     """A generous bound that only catches super-linear work (never a benchmark)."""
     return lambda c: [] if c.cpu < secs else ["took %.1f s of CPU (bound %d s)" % (c.cpu, secs)]
@@ -976,6 +1039,24 @@ def cases():
     add("T26 a symlinked parent of this layer", [D("usr/lib"), S("lib", "usr/lib")] +
         [F("lib/m%d/f" % i, "x") for i in range(500)],
         ok(content("usr/lib/m499/f", "x"), cpu_under(10)))
+    # T27: decompression bombs. The uncompressed bytes are capped at 100 times
+    # the compressed size (never below 64 MiB; max-layer-ratio in config.json),
+    # and all-zero blocks are not written (sparse files, the diffID hashes all).
+    add("T27 gzip zeros 200 MiB from ~200 KB: ratio limit", lambda c: bomb("gzip", 200 << 20),
+        error("max-layer-ratio", size_at_most("zeros", 64 << 20), cpu_under(20)))
+    add("T27 zstd zeros 200 MiB: ratio limit", lambda c: bomb("zstd", 200 << 20),
+        error("max-layer-ratio", size_at_most("zeros", 64 << 20), cpu_under(20)))
+    add("T27 ratio limit off: 100 MiB of zeros written sparse", lambda c: bomb("gzip", 100 << 20),
+        ok(sparse_zeros("zeros", 100 << 20), lambda c: [] if c.out.strip() == bomb_diffid(100 << 20)
+           else ["diffID %s" % c.out.strip()]),
+        env={"IMGFS_UNPACK_MAX_RATIO": "0"})
+    holes = bytearray(48 << 20)
+    for off in (0, 5000, 1 << 20, (30 << 20) + 17, (48 << 20) - 1):
+        holes[off] = 0x41
+    holes = bytes(holes)
+    add("T27 a file with zero runs: same bytes, few blocks", [F("holes", holes), F("after", "a")],
+        ok(sha_is("holes", hashlib.sha256(holes).hexdigest()), blocks_under("holes", 1 << 20),
+           content("after", "a")), compress=gz)
     return L
 
 

@@ -5,13 +5,16 @@
  *
  * Apply one layer into DEST (which must exist) with imgfs_unpack_layer, give
  * implied directories the attributes of the lowers (top-most first), print the
- * diffID. Errors go to stderr, exit status 1. Hidden knobs for tests:
- * IMGFS_UNPACK_MAX_BYTES, IMGFS_UNPACK_MAX_ENTRIES.
+ * diffID. Errors go to stderr, exit status 1. The layer file's size is the
+ * compressed size the ratio limit applies to. Hidden knobs for tests:
+ * IMGFS_UNPACK_MAX_BYTES, IMGFS_UNPACK_MAX_ENTRIES, IMGFS_UNPACK_MAX_RATIO
+ * (0 = no ratio limit).
  */
 #include "unpack/unpack.h"
 
 #include <fcntl.h>
 #include <stdio.h>
+#include <sys/stat.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -66,6 +69,13 @@ int main(int argc, char **argv)
 		fprintf(stderr, "%s: open %s: %s\n", argv[0], argv[2], strerror(errno));
 		return 1;
 	}
+	struct stat st;
+	if (fstat(fd, &st) == 0)
+		opts.compressed_size = (uint64_t)st.st_size;
+	if (getenv("IMGFS_UNPACK_MAX_RATIO"))
+		opts.max_ratio = env_u64("IMGFS_UNPACK_MAX_RATIO")
+				     ? (uint32_t)env_u64("IMGFS_UNPACK_MAX_RATIO")
+				     : IMGFS_UNPACK_NO_RATIO;
 	struct imgfs_unpack_source src = {.read = fd_read, .ctx = &fd};
 	if (imgfs_unpack_layer(argv[1], &src, &opts, &res, &err) < 0) {
 		fprintf(stderr, "%s: %s (%s)\n", argv[0], err.msg, strerror(err.code));
