@@ -37,7 +37,7 @@ int main(int argc, char **argv)
 	struct imgfs_error err = {0};
 	struct imgfs_unpack_result res;
 	struct imgfs_unpack_opts opts = {0};
-	const char **lowers = calloc((size_t)argc, sizeof(char *));
+	_cleanup_free_ const char **lowers = calloc((size_t)argc, sizeof(char *));
 	size_t nl = 0;
 	int fd;
 
@@ -89,6 +89,5 @@ int main(int argc, char **argv)
 	}
 	printf("%s\n", res.diff_id.str);
 	imgfs_unpack_result_destroy(&res);
-	free(lowers);
 	return 0;
 }
