@@ -88,11 +88,9 @@ void imgfs_platform_normalize(struct imgfs_platform *p)
 			set_str(&p->variant, NULL);
 	} else if (!strcmp(a, "aarch64") || !strcmp(a, "arm64")) {
 		set_str(&p->architecture, "arm64");
-		if (!p->variant || !strcmp(p->variant, "8") || !strcmp(p->variant, "v8") ||
-		    !strcmp(p->variant, "v8.0") || !*p->variant)
+		variant_with_v(&p->variant); /* "8.0" -> "v8.0", "" -> NULL */
+		if (!p->variant || !strcmp(p->variant, "v8") || !strcmp(p->variant, "v8.0"))
 			set_str(&p->variant, "v8");
-		else
-			variant_with_v(&p->variant);
 	} else if (!strcmp(a, "armhf")) {
 		set_str(&p->architecture, "arm");
 		set_str(&p->variant, "v7");

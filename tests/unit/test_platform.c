@@ -10,17 +10,18 @@
 static const struct {
 	const char *in, *out;
 } norms[] = {
-    {"linux/amd64", "linux/amd64"},	  {"linux/x86_64", "linux/amd64"},
-    {"linux/x86-64", "linux/amd64"},	  {"Linux/AMD64", "linux/amd64"},
-    {"linux/amd64/v1", "linux/amd64"},	  {"linux/amd64/v3", "linux/amd64/v3"},
-    {"linux/i386", "linux/386"},	  {"linux/386", "linux/386"},
-    {"linux/aarch64", "linux/arm64/v8"},  {"linux/arm64", "linux/arm64/v8"},
-    {"linux/arm64/v8", "linux/arm64/v8"}, {"linux/arm64/8", "linux/arm64/v8"},
-    {"linux/armhf", "linux/arm/v7"},	  {"linux/armel", "linux/arm/v6"},
-    {"linux/arm", "linux/arm/v7"},	  {"linux/arm/7", "linux/arm/v7"},
-    {"linux/arm/v6", "linux/arm/v6"},	  {"linux/arm/5", "linux/arm/v5"},
-    {"linux/s390x", "linux/s390x"},	  {"linux/ppc64le", "linux/ppc64le"},
-    {"windows/amd64", "windows/amd64"},	  {"macos/arm64", "darwin/arm64/v8"},
+    {"linux/amd64", "linux/amd64"},	   {"linux/x86_64", "linux/amd64"},
+    {"linux/x86-64", "linux/amd64"},	   {"Linux/AMD64", "linux/amd64"},
+    {"linux/amd64/v1", "linux/amd64"},	   {"linux/amd64/v3", "linux/amd64/v3"},
+    {"linux/i386", "linux/386"},	   {"linux/386", "linux/386"},
+    {"linux/aarch64", "linux/arm64/v8"},   {"linux/arm64", "linux/arm64/v8"},
+    {"linux/arm64/v8", "linux/arm64/v8"},  {"linux/arm64/8", "linux/arm64/v8"},
+    {"linux/arm64/8.0", "linux/arm64/v8"}, {"linux/arm64/v8.0", "linux/arm64/v8"},
+    {"linux/armhf", "linux/arm/v7"},	   {"linux/armel", "linux/arm/v6"},
+    {"linux/arm", "linux/arm/v7"},	   {"linux/arm/7", "linux/arm/v7"},
+    {"linux/arm/v6", "linux/arm/v6"},	   {"linux/arm/5", "linux/arm/v5"},
+    {"linux/s390x", "linux/s390x"},	   {"linux/ppc64le", "linux/ppc64le"},
+    {"windows/amd64", "windows/amd64"},	   {"macos/arm64", "darwin/arm64/v8"},
 };
 
 static void test_normalize(void)
