@@ -361,6 +361,11 @@ static int run(struct unpack_ctx *u, const char *dest, struct imgfs_error *err)
 		return -1;
 	if (unpack_apply_dirfixes(u, err) < 0)
 		return -1;
+	if (u->root_mode >= 0) {
+		snprintf(proc, sizeof(proc), "/proc/self/fd/%d", u->root_fd);
+		if (chmod(proc, (mode_t)u->root_mode) < 0)
+			return imgfs_error_errno(err, errno, "%s: set the root's mode", dest);
+	}
 	imgfs_hasher_final(u->hasher, &u->res->diff_id);
 	imgfs_hasher_free(u->hasher);
 	u->hasher = NULL;
@@ -379,6 +384,8 @@ int imgfs_unpack_layer(const char *dest, struct imgfs_unpack_source *src,
 	    .res = res,
 	    .is_root = geteuid() == 0,
 	    .umask = read_umask(),
+	    .root_mode = -1,
+	    .lossy = geteuid() != 0 && opts && opts->lossy_unprivileged,
 	    .max_bytes = opts && opts->max_bytes ? opts->max_bytes : IMGFS_UNPACK_DEFAULT_MAX_BYTES,
 	    .max_entries = opts && opts->max_entries ? opts->max_entries : DEFAULT_MAX_ENTRIES,
 	    .max_walk_steps = IMGFS_UNPACK_MAX_WALK_STEPS,

@@ -61,7 +61,26 @@ static int record_created(struct unpack_ctx *u, struct unpack_entry *e, struct i
 	return 0;
 }
 
-/* chown (root only, skipped for 0:0 which creation already gave) */
+/* Does an inode just made need a chown to get the entry's owner? (Root's
+ * are 0:0 already; an unprivileged caller's never are, and the chown fails.) */
+static bool needs_chown(struct unpack_ctx *u, struct archive_entry *ae)
+{
+	if (u->lossy)
+		return false;
+	return !u->is_root || archive_entry_uid(ae) != 0 || archive_entry_gid(ae) != 0;
+}
+
+static int chown_error(struct imgfs_error *err, int errnum, struct unpack_entry *e)
+{
+	if (errnum == EPERM)
+		return imgfs_error_set(err, EPERM,
+				       "entry \"%s\": setting its owner %lld:%lld was refused "
+				       "(needs CAP_CHOWN: unprivileged unpack is not supported)",
+				       e->name, (long long)archive_entry_uid(e->ae),
+				       (long long)archive_entry_gid(e->ae));
+	return entry_errno(err, errnum, e, "chown");
+}
+
 static int set_owner(struct unpack_ctx *u, struct unpack_entry *e, int fd, int pfd,
 		     struct imgfs_error *err)
 {
@@ -69,11 +88,11 @@ static int set_owner(struct unpack_ctx *u, struct unpack_entry *e, int fd, int p
 	gid_t gid = (gid_t)archive_entry_gid(e->ae);
 	int r;
 
-	if (!u->is_root || (uid == 0 && gid == 0))
+	if (!needs_chown(u, e->ae))
 		return 0;
 	r = fd >= 0 ? fchown(fd, uid, gid) : fchownat(pfd, e->base, uid, gid, AT_SYMLINK_NOFOLLOW);
 	if (r < 0)
-		return entry_errno(err, errno, e, "chown");
+		return chown_error(err, errno, e);
 	return 0;
 }
 
@@ -260,6 +279,11 @@ static int create_replacing(struct unpack_entry *e, int pfd, const char *target,
 		int r = target ? symlinkat(target, pfd, e->base) : mknodat(pfd, e->base, type, dev);
 		if (r == 0)
 			return 0;
+		if (errno == EPERM && !target)
+			return imgfs_error_set(err, EPERM,
+					       "entry \"%s\": creating the device node was refused "
+					       "(needs CAP_MKNOD)",
+					       e->name);
 		if (errno != EEXIST || tries)
 			return entry_errno(err, errno, e, target ? "symlink" : "mknod");
 		if (remove_existing(pfd, e->base) < 0)
@@ -394,7 +418,8 @@ static int whiteout(struct unpack_ctx *u, struct unpack_entry *e, struct imgfs_e
 
 	if (!strcmp(e->base, ".wh..wh..opq")) {
 		char proc[64];
-		const char *xname = u->is_root ? "trusted.overlay.opaque" : "user.overlay.opaque";
+		/* the overlays imgfs mounts read trusted.*; user.* only for lossy tools */
+		const char *xname = u->lossy ? "user.overlay.opaque" : "trusted.overlay.opaque";
 
 		pfd = unpack_resolve_parent(u, e, true, err);
 		if (pfd == -2)
@@ -433,10 +458,10 @@ static int whiteout(struct unpack_ctx *u, struct unpack_entry *e, struct imgfs_e
 						     "(0/0 char device) was refused",
 						     e->name)
 				   : entry_errno(err, errno, e, "create whiteout");
-	} else if (u->is_root && (archive_entry_uid(e->ae) || archive_entry_gid(e->ae)) &&
+	} else if (needs_chown(u, e->ae) &&
 		   fchownat(pfd, wname, (uid_t)archive_entry_uid(e->ae),
 			    (gid_t)archive_entry_gid(e->ae), AT_SYMLINK_NOFOLLOW) < 0) {
-		r = entry_errno(err, errno, e, "chown whiteout");
+		r = chown_error(err, errno, e);
 	}
 	unpack_put_fd(u, pfd);
 	return r;
@@ -477,7 +502,7 @@ static int apply(struct unpack_ctx *u, struct unpack_entry *e, struct imgfs_erro
 			    archive_entry_rdevminor(e->ae) > 0xfffff)
 				return entry_err(err, EIO, e,
 						 "invalid archive: device number out of range");
-			if (!u->is_root) {
+			if (u->lossy) {
 				imgfs_warn("entry \"%s\": device skipped (not running as root)",
 					   e->name);
 				return 0;
@@ -513,7 +538,12 @@ int unpack_entry(struct unpack_ctx *u, struct archive_entry *ae, struct imgfs_er
 	if (!e.path)
 		return entry_err(err, ENOMEM, &e, "out of memory");
 	if (!*e.path) {
-		imgfs_debug("entry \"%s\" ignored: resolves to the root", e.name);
+		/* the root's own entry gives it its mode (as umoci and containerd);
+		 * anything else naming the root is ignored */
+		if (archive_entry_filetype(ae) == AE_IFDIR && !archive_entry_hardlink(ae))
+			u->root_mode = (int)(archive_entry_perm(ae) & 07777);
+		else
+			imgfs_debug("entry \"%s\" ignored: resolves to the root", e.name);
 		free(e.path);
 		return 0;
 	}

@@ -53,7 +53,7 @@ int unpack_apply_xattrs(struct unpack_ctx *u, struct unpack_entry *e, int fd, in
 			continue;
 		if ((errno == EPERM || errno == ENOTSUP) && !regular && !strncmp(name, "user.", 5))
 			continue; /* user.* is not allowed on symlinks and devices */
-		if (errno == EPERM && !u->is_root) {
+		if (errno == EPERM && u->lossy) {
 			imgfs_warn("entry \"%s\": xattr %s skipped (not running as root)", e->name,
 				   name);
 			continue;

@@ -51,6 +51,12 @@ struct imgfs_unpack_opts {
 	 * IMGFS_UNPACK_NO_RATIO = no ratio limit. */
 	uint64_t compressed_size;
 	uint32_t max_ratio;
+	/* Without root, skip what cannot be made exactly (owners, devices,
+	 * root-only xattrs; opaque dirs get user.overlay.opaque), each warned.
+	 * Only for tools that study the unpacker unprivileged: a tree made so is
+	 * not the image, and the store never commits one. Without it, anything
+	 * that cannot be recreated exactly fails the layer. */
+	bool lossy_unprivileged;
 	/* Called with the number of compressed bytes consumed so far, may be NULL. */
 	void (*progress)(void *ctx, uint64_t compressed, uint64_t uncompressed);
 	void *progress_ctx;
@@ -72,9 +78,10 @@ struct imgfs_unpack_result {
  * trusted.overlay.opaque=y on its directory); a whiteout of a name created
  * earlier in the same layer is ignored (whiteouts only apply to lower layers).
  * trusted.overlay.* and user.overlay.* xattrs in the layer are dropped.
- * Devices are created only when running as root (skipped with a warning
- * otherwise). On error dest is left for the caller to remove; err names the
- * entry and the cause.
+ * Owners, devices, whiteouts and xattrs are made exactly or the layer fails
+ * (an unprivileged caller fails on the first entry it cannot make, naming what
+ * was refused), unless lossy_unprivileged. On error dest is left for the caller to remove; err
+ * names the entry and the cause.
  */
 int imgfs_unpack_layer(const char *dest, struct imgfs_unpack_source *src,
 		       const struct imgfs_unpack_opts *opts, struct imgfs_unpack_result *res,

@@ -42,7 +42,9 @@ struct unpack_ctx {
 	int root_fd;	 /* O_PATH of dest */
 	char *root_real; /* dest's absolute path as /proc shows it */
 	bool is_root;	 /* euid 0: chown and devices */
+	bool lossy;	 /* not root and opts->lossy_unprivileged: skip what needs root */
 	mode_t umask;	 /* to skip fchmod when creation already gave the mode */
+	int root_mode;	 /* the mode of the layer's root entry ("./"), or -1 */
 	uint64_t max_bytes, max_entries;
 	uint64_t walk_steps, max_walk_steps; /* path components resolved one by one */
 	bool ratio_limited;		     /* max_bytes comes from the compression ratio */

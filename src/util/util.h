@@ -153,6 +153,17 @@ int imgfs_rm_rf(const char *path);
 /* Write all of buf (restarting on EINTR/short writes). 0 or -errno. */
 int imgfs_write_all(int fd, const void *buf, size_t len);
 
+/* ---- capabilities (caps.c) ------------------------------------------------ */
+
+/* The calling thread has cap in its effective set (capget). */
+bool imgfs_cap_effective(int cap);
+/* How many of caps[0..n) are not effective; their names, comma-separated, in
+ * buf ("CAP_CHOWN, CAP_MKNOD"). */
+size_t imgfs_caps_missing(const int *caps, size_t n, char *buf, size_t len);
+/* The capabilities an exact layer unpack needs (and a mount's overlays). */
+extern const int imgfs_unpack_caps[];
+extern const size_t imgfs_unpack_ncaps;
+
 /* Human-readable size ("12.3 MB"); buf of at least 32 bytes. */
 const char *imgfs_human_size(uint64_t bytes, char *buf, size_t buflen);
 /* Monotonic seconds. */
