@@ -13,8 +13,14 @@ struct cli {
 	struct imgfs_fetch_config fetch;
 };
 
-/* Open the store; prints the error and returns NULL on failure. */
+/* Open the store (creating it); prints the error and returns NULL on failure. */
 struct imgfs_store *cli_open_store(struct cli *cli);
+/* The same for commands that must not create one (rm, gc) or only read
+ * (IMGFS_STORE_READ: images, inspect). */
+struct imgfs_store *cli_open_store_how(struct cli *cli, enum imgfs_store_how how);
+/* Commands that unpack layers (pull, import, mount) need the capabilities
+ * of an exact unpack: -1 after naming the missing ones on stderr. */
+int cli_need_privileges(const char *cmd);
 /* Print "imgfs: <msg>" to stderr and return 1. */
 int cli_fail(const struct imgfs_error *err);
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -70,7 +70,7 @@ int cmd_images(struct cli *cli, int argc, char **argv)
 		return first == -1 ? 0 : EXIT_USAGE;
 	if (first != argc)
 		return cli_usage_error("images", "no arguments expected");
-	s = cli_open_store(cli);
+	s = cli_open_store_how(cli, IMGFS_STORE_READ);
 	if (!s)
 		return 1;
 	if (imgfs_store_list_images(s, add_image, all, &err) < 0) {
@@ -186,7 +186,7 @@ int cmd_inspect(struct cli *cli, int argc, char **argv)
 		return first == -1 ? 0 : EXIT_USAGE;
 	if (first != argc - 1)
 		return cli_usage_error("inspect", "expected one image reference");
-	s = cli_open_store(cli);
+	s = cli_open_store_how(cli, IMGFS_STORE_READ);
 	if (!s)
 		return 1;
 	if (imgfs_pull_lookup(s, argv[first], &name, &rec, &err) < 0) {
@@ -244,13 +244,14 @@ static int run_gc(struct imgfs_store *s)
 	char a[32];
 	if (imgfs_store_gc(s, gc_item, NULL, &rep, &err) < 0)
 		return cli_fail(&err);
-	printf(
-	    "freed %s: %llu blobs, %llu snapshots, %llu rootfs writes of removed images, "
-	    "%llu partial downloads\n",
-	    imgfs_human_size(rep.blob_bytes + rep.snapshot_bytes + rep.upper_bytes, a, sizeof(a)),
-	    (unsigned long long)rep.blobs_removed, (unsigned long long)rep.snapshots_removed,
-	    (unsigned long long)rep.uppers_removed,
-	    (unsigned long long)(rep.ingests_removed + rep.tmp_removed));
+	printf("freed %s: %llu blobs, %llu snapshots, %llu rootfs writes of removed images, "
+	       "%llu partial downloads\n",
+	       imgfs_human_size(rep.blob_bytes + rep.snapshot_bytes + rep.upper_bytes +
+				    rep.ingest_bytes + rep.tmp_bytes,
+				a, sizeof(a)),
+	       (unsigned long long)rep.blobs_removed, (unsigned long long)rep.snapshots_removed,
+	       (unsigned long long)rep.uppers_removed,
+	       (unsigned long long)(rep.ingests_removed + rep.tmp_removed));
 	return 0;
 }
 
@@ -295,7 +296,7 @@ int cmd_rm(struct cli *cli, int argc, char **argv)
 		return first == -1 ? 0 : EXIT_USAGE;
 	if (first >= argc)
 		return cli_usage_error("rm", "expected at least one image reference");
-	s = cli_open_store(cli);
+	s = cli_open_store_how(cli, IMGFS_STORE_EXISTING);
 	if (!s)
 		return 1;
 	for (int i = first; i < argc; i++) {
@@ -330,7 +331,7 @@ int cmd_gc(struct cli *cli, int argc, char **argv)
 		return first == -1 ? 0 : EXIT_USAGE;
 	if (first != argc)
 		return cli_usage_error("gc", "no arguments expected");
-	s = cli_open_store(cli);
+	s = cli_open_store_how(cli, IMGFS_STORE_EXISTING);
 	if (!s)
 		return 1;
 	rc = run_gc(s);

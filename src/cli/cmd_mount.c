@@ -25,6 +25,8 @@ static int mount_usage(FILE *f)
 	      "     config=FILE  registry configuration for pulls under pull/\n"
 	      "     allow_other  let other users see the tree\n"
 	      "     ro           rootfs/ is read-only too\n"
+	      "     blobs=root|all who may read layer blobs under blobs/ (default root:\n"
+	      "                  a layer tarball bypasses the modes of the files in it)\n"
 	      "     debug        trace every request (implies -f)\n"
 	      "     no_uring     talk to the kernel through /dev/fuse only, not FUSE\n"
 	      "                  over io_uring (used by default where the kernel has it)\n"
@@ -156,6 +158,8 @@ static int parse_options(struct cli *cli, char *opts, struct imgfs_fs_opts *fo, 
 			*config = o + 7;
 		else if (!strcmp(o, "allow_other"))
 			fo->allow_other = true;
+		else if (!strcmp(o, "blobs=root") || !strcmp(o, "blobs=all"))
+			fo->blobs_all = !strcmp(o, "blobs=all");
 		else if (!strcmp(o, "ro"))
 			fo->read_only = true;
 		else if (!strcmp(o, "debug"))
@@ -213,6 +217,8 @@ int cmd_mount(struct cli *cli, int argc, char **argv)
 	}
 	if (config && strcmp(config, cli->config_path))
 		return reexec_with_config(cli, config, argc, argv);
+	if (cli_need_privileges("mount") < 0)
+		return 1;
 	fo.mountpoint = argv[optind];
 	fo.store_dir = cli->store_dir;
 	rc = imgfs_fs_main(&fo, &err);
@@ -241,7 +247,7 @@ int cmd_reset(struct cli *cli, int argc, char **argv)
 	}
 	if (argc != 2)
 		return cli_usage_error("reset", "expected one image reference");
-	s = cli_open_store(cli);
+	s = cli_open_store_how(cli, IMGFS_STORE_EXISTING);
 	if (!s)
 		return 1;
 	rc = imgfs_pull_lookup(s, argv[1], &name, &rec, &err);

@@ -75,6 +75,18 @@ static void show_progress(void *ctx, const struct imgfs_pull_progress *p)
 	}
 }
 
+/* --platform is checked when parsed: a malformed one is a usage error. */
+static int check_platform(const char *cmd, const char *p)
+{
+	struct imgfs_error err = {0};
+	struct imgfs_platform plat;
+
+	if (imgfs_platform_parse(p, &plat, &err) < 0)
+		return cli_usage_error(cmd, "%s", err.msg);
+	imgfs_platform_destroy(&plat);
+	return 0;
+}
+
 static int pull_usage(FILE *f)
 {
 	fputs("Usage: imgfs pull [--platform OS/ARCH[/VARIANT]] [-q] REF\n"
@@ -107,6 +119,8 @@ int cmd_pull(struct cli *cli, int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "qh", opts, NULL)) != -1) {
 		switch (c) {
 		case 'p':
+			if (check_platform("pull", optarg))
+				return EXIT_USAGE;
 			po.platform = optarg;
 			break;
 		case 'q':
@@ -120,6 +134,8 @@ int cmd_pull(struct cli *cli, int argc, char **argv)
 	}
 	if (optind != argc - 1)
 		return cli_usage_error("pull", "expected one image reference");
+	if (cli_need_privileges("pull") < 0)
+		return 1;
 	s = cli_open_store(cli);
 	if (!s)
 		return 1;
@@ -159,6 +175,8 @@ int cmd_import(struct cli *cli, int argc, char **argv)
 			base = optarg;
 			break;
 		case 'p':
+			if (check_platform("import", optarg))
+				return EXIT_USAGE;
 			po.platform = optarg;
 			break;
 		case 'h':
@@ -177,6 +195,8 @@ int cmd_import(struct cli *cli, int argc, char **argv)
 	}
 	if (optind != argc - 1)
 		return cli_usage_error("import", "expected one directory");
+	if (cli_need_privileges("import") < 0)
+		return 1;
 	s = cli_open_store(cli);
 	if (!s)
 		return 1;

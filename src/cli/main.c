@@ -59,19 +59,38 @@ int cli_usage_error(const char *cmd, const char *fmt, ...)
 	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
-	fprintf(stderr, "\nTry 'imgfs %s--help'.\n", cmd ? cmd : "");
+	fprintf(stderr, "\nTry 'imgfs %s%s--help'.\n", cmd ? cmd : "", cmd ? " " : "");
 	return EXIT_USAGE;
 }
 
-struct imgfs_store *cli_open_store(struct cli *cli)
+struct imgfs_store *cli_open_store_how(struct cli *cli, enum imgfs_store_how how)
 {
 	struct imgfs_error err = {0};
 	struct imgfs_store *s;
-	if (imgfs_store_open(cli->store_dir, &s, &err) < 0) {
+	if (imgfs_store_open_how(cli->store_dir, how, &s, &err) < 0) {
 		cli_fail(&err);
 		return NULL;
 	}
 	return s;
+}
+
+struct imgfs_store *cli_open_store(struct cli *cli)
+{
+	return cli_open_store_how(cli, IMGFS_STORE_CREATE);
+}
+
+int cli_need_privileges(const char *cmd)
+{
+	char missing[256];
+
+	if (!imgfs_caps_missing(imgfs_unpack_caps, imgfs_unpack_ncaps, missing, sizeof(missing)))
+		return 0;
+	fprintf(stderr,
+		"imgfs %s: needs root (missing %s): unpacking layers exactly sets owners, "
+		"creates device nodes and overlay whiteouts; unprivileged (rootless) use is not "
+		"supported yet\n",
+		cmd, missing);
+	return -1;
 }
 
 /* Registry settings (src/fetch/config.c). A missing default file is fine; a

@@ -211,6 +211,8 @@ int imgfs_fetch_config_load(struct imgfs_fetch_config *cfg, const char *path, bo
 	if (!must_exist && access(path, F_OK) < 0 && errno == ENOENT)
 		return 0;
 	root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+	if (!root && jerr.line < 1) /* not read at all: jansson's text says why */
+		return imgfs_error_set(err, EINVAL, "config %s: %s", path, jerr.text);
 	if (!root)
 		return imgfs_error_set(err, EINVAL, "config %s: %s (line %d)", path, jerr.text,
 				       jerr.line);

@@ -91,7 +91,7 @@ static bool label_ok(const char *s, const char *e)
 	return true;
 }
 
-/* domain := (label ("." label)* | "[" [0-9a-fA-F:]+ "]") [":" [0-9]+] */
+/* domain := (label ("." label)* | "[" [0-9a-fA-F:]+ "]") [":" port], port 1..65535 */
 static bool domain_ok(const char *d)
 {
 	const char *p = d, *host_end;
@@ -122,10 +122,16 @@ static bool domain_ok(const char *d)
 		return true;
 	if (*host_end != ':' || !host_end[1])
 		return false;
-	for (const char *q = host_end + 1; *q; q++)
+	/* a TCP port: 1..65535 (99999 would reach the network layer as EINVAL) */
+	unsigned long port = 0;
+	for (const char *q = host_end + 1; *q; q++) {
 		if (!isdigit((unsigned char)*q))
 			return false;
-	return true;
+		port = port * 10 + (unsigned long)(*q - '0');
+		if (port > 65535)
+			return false;
+	}
+	return port > 0;
 }
 
 static bool tag_ok(const char *t)

@@ -25,8 +25,9 @@ struct imgfs_fs_opts {
 	bool foreground;			/* else daemonize and log to syslog */
 	bool read_only;				/* -o ro: rootfs/ is read-only too */
 	bool allow_other;
-	bool debug;    /* libfuse's request trace, debug logging */
-	bool no_uring; /* -o no_uring: /dev/fuse only, never FUSE over io_uring */
+	bool blobs_all; /* -o blobs=all: blobs/ shows layer blobs to all users (default root) */
+	bool debug;	/* libfuse's request trace, debug logging */
+	bool no_uring;	/* -o no_uring: /dev/fuse only, never FUSE over io_uring */
 	enum imgfs_fs_pull_policy pull;
 	bool pull_creds_shared;	    /* -o pull_creds=shared: other users pull with ours */
 	uint64_t pull_max_size;	    /* other users' pulls: largest image, 0 = no limit */

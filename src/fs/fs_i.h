@@ -137,6 +137,7 @@ struct fs {
 	unsigned long rfd_max; /* set at init: a quarter of the open-file limit, so cached
 				* read fds never starve lookups of fds for their O_PATH fds */
 	bool read_only;
+	bool blobs_all; /* -o blobs=all: layer blobs readable by all, not root only */
 	bool debug;
 	/* the kernel can do without OPEN/OPENDIR (FUSE_CAP_NO_OPEN*_SUPPORT): we
 	 * answer them ENOSYS, it stops sending them, and file handles are 0 */
@@ -350,5 +351,8 @@ void fs_raise_read_ahead(struct fs *fs);
 
 /* ops.c */
 extern const struct fuse_lowlevel_ops fs_ops;
+/* The attributes shown for a passthrough inode of view v (fd: its O_PATH fd),
+ * given its real ones in st: blobs/ hides layer blobs from other users. */
+void fs_pass_attr(struct fs *fs, const struct fs_view *v, int fd, struct stat *st);
 
 #endif

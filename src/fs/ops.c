@@ -44,6 +44,52 @@ static void virt_stat(const char *path, const struct fs_node *n, struct stat *st
 	}
 }
 
+/*
+ * blobs/ shows the store's blob files as they are (0444): a layer blob is a
+ * tarball whose files keep their own modes only once unpacked, so reading it
+ * would give anyone the image's etc/shadow. Unless -o blobs=all, a blob that
+ * is not a JSON document (manifest, index, config: what manifest.json,
+ * config.json and index.json show, readable by all) is shown 0400, root's
+ * only, and the kernel (default_permissions) refuses others with EACCES. A
+ * blob with no record is treated as a layer.
+ */
+static bool blob_is_document(struct fs *fs, int fd)
+{
+	char proc[64], path[PATH_MAX], digest[IMGFS_DIGEST_MAX + 8];
+	struct imgfs_error err = {0};
+	struct imgfs_digest d;
+	_cleanup_free_ char *mt = NULL;
+	const char *hex, *alg;
+	ssize_t n;
+	size_t ml;
+
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+	n = readlink(proc, path, sizeof(path) - 1);
+	if (n < 0)
+		return false;
+	path[n] = '\0';
+	hex = strrchr(path, '/');
+	if (!hex || hex == path)
+		return false;
+	for (alg = hex - 1; alg > path && alg[-1] != '/'; alg--)
+		;
+	if (snprintf(digest, sizeof(digest), "%.*s:%s", (int)(hex - alg), alg, hex + 1) >=
+		(int)sizeof(digest) ||
+	    imgfs_digest_parse(&d, digest, &err) < 0)
+		return false;
+	mt = imgfs_store_blob_media_type(fs->store, &d);
+	ml = mt ? strlen(mt) : 0;
+	return ml >= 4 && !strcmp(mt + ml - 4, "json");
+}
+
+void fs_pass_attr(struct fs *fs, const struct fs_view *v, int fd, struct stat *st)
+{
+	if (fs->blobs_all || !S_ISREG(st->st_mode) || strcmp(v->b->key, "blobs") ||
+	    !(st->st_mode & 077) || blob_is_document(fs, fd))
+		return;
+	st->st_mode &= ~(mode_t)077;
+}
+
 /* nlink of a virtual directory: 2 + its subdirectories. */
 static nlink_t virt_nlink(struct fs *fs, const char *path)
 {
@@ -63,9 +109,12 @@ int fs_do_getattr(struct fs *fs, struct fs_inode *in, uid_t uid, struct stat *st
 	struct fs_node n;
 	int rc;
 
-	if (in->kind == FS_PASS)
-		return fstatat(in->fd, "", st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0 ? -errno
-											: 0;
+	if (in->kind == FS_PASS) {
+		if (fstatat(in->fd, "", st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0)
+			return -errno;
+		fs_pass_attr(fs, in->view, in->fd, st);
+		return 0;
+	}
 	rc = fs_tree_resolve(fs, in->path, uid, &n);
 	if (rc < 0)
 		return rc;
@@ -119,6 +168,7 @@ int fs_do_lookup_pass(struct fs *fs, struct fs_inode *parent, const char *name,
 	rc = fs_inode_pass(fs, parent->view, fd, &e->attr, &in);
 	if (rc < 0)
 		return rc;
+	fs_pass_attr(fs, in->view, in->fd, &e->attr);
 	e->ino = fs_inode_id(fs, in);
 	e->attr_timeout = e->entry_timeout = fs_attr_timeout(in);
 	return 0;
@@ -169,6 +219,7 @@ static int lookup_blob(struct fs *fs, const struct fs_node *n, struct fuse_entry
 	rc = fs_inode_pass(fs, v, fd, &e->attr, &in);
 	if (rc < 0)
 		return rc;
+	fs_pass_attr(fs, v, in->fd, &e->attr);
 	e->ino = fs_inode_id(fs, in);
 	e->attr_timeout = FS_TIMEOUT_IMMUTABLE;
 	e->entry_timeout = FS_TIMEOUT_VIRTUAL;

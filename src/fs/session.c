@@ -7,11 +7,13 @@
 #include "fs_i.h"
 
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <syslog.h>
 
 static void fuse_log_to_imgfs(enum fuse_log_level level, const char *fmt, va_list ap)
@@ -104,6 +106,19 @@ void fs_raise_read_ahead(struct fs *fs)
 		close(fd);
 }
 
+/* Open the store (created if missing); with -o ro, a store that cannot be
+ * written is opened read-only. */
+static int open_store(const struct imgfs_fs_opts *opts, const char *dir, struct imgfs_store **s,
+		      struct imgfs_error *err)
+{
+	if (imgfs_store_open(dir, s, err) == 0)
+		return 0;
+	if (!opts->read_only || (err->code != EROFS && err->code != EACCES))
+		return -1;
+	memset(err, 0, sizeof(*err));
+	return imgfs_store_open_how(dir, IMGFS_STORE_READ, s, err);
+}
+
 static int fs_init(struct fs *fs, const struct imgfs_fs_opts *opts, struct imgfs_error *err)
 {
 	raise_nofile();
@@ -112,7 +127,7 @@ static int fs_init(struct fs *fs, const struct imgfs_fs_opts *opts, struct imgfs
 		fs->rfd_max =
 		    getrlimit(RLIMIT_NOFILE, &rl) == 0 ? (unsigned long)rl.rlim_cur / 4 : 256;
 	}
-	if (imgfs_store_open(opts->store_dir, &fs->store, err) < 0)
+	if (open_store(opts, opts->store_dir, &fs->store, err) < 0)
 		return -1;
 	fs->root = imgfs_store_root(fs->store);
 	fs->fetch = opts->fetch;
@@ -129,6 +144,7 @@ static int fs_init(struct fs *fs, const struct imgfs_fs_opts *opts, struct imgfs
 	fs->pull_max_per_user = opts->pull_max_per_user;
 	fs->owner = geteuid();
 	fs->read_only = opts->read_only;
+	fs->blobs_all = opts->blobs_all;
 	fs->debug = opts->debug;
 	fs->meta_path = imgfs_xasprintf("%s/meta/data.mdb", fs->root);
 	pthread_mutex_init(&fs->backing_lock, NULL);
@@ -174,26 +190,101 @@ static struct fuse_session *session_new(struct fs *fs, const struct imgfs_fs_opt
 	return se;
 }
 
-int imgfs_fs_main(const struct imgfs_fs_opts *opts, struct imgfs_error *err)
+/* An imgfs mount at dir in this namespace's mount table (a live one, or one
+ * whose daemon died). */
+static bool imgfs_mounted_at(const char *dir)
+{
+	char line[4096], mpoint[4096];
+	bool found = false;
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+
+	if (!f)
+		return false;
+	while (!found && fgets(line, sizeof(line), f))
+		found = sscanf(line, "%*s %*s %*s %*s %4095s", mpoint) == 1 &&
+			!strcmp(mpoint, dir) && strstr(line, " - fuse.imgfs ");
+	fclose(f);
+	return found;
+}
+
+static int dead_mount_error(const char *dir, struct imgfs_error *err)
+{
+	return imgfs_error_set(err, ENOTCONN, "a dead imgfs mount is at %s: run umount -l %s", dir,
+			       dir);
+}
+
+/*
+ * The mount point, checked before anything is mounted: a directory, not a
+ * dead FUSE mount (its daemon killed: stat gives ENOTCONN or ECONNABORTED, and mounting over
+ * it would stack a second mount on the corpse), and not hiding the store
+ * (the daemon would wait on its own mount for ever). Both paths made
+ * absolute: the daemon runs in / once detached.
+ */
+static int check_paths(const char *mountpoint, const char *store, char **mnt_abs, char **store_abs,
+		       struct imgfs_error *err)
+{
+	struct statfs sf;
+	struct stat st;
+	size_t ml;
+
+	/* statfs, not only stat: the kernel answers a stat of a dead mount's
+	 * root from its attribute cache for a while, a statfs always asks */
+	if (stat(mountpoint, &st) < 0 || statfs(mountpoint, &sf) < 0) {
+		/* ENOTCONN; ECONNABORTED when the connection was aborted mid-request */
+		if (errno == ENOTCONN || errno == ECONNABORTED)
+			return dead_mount_error(mountpoint, err);
+		return imgfs_error_errno(err, errno, "mount point %s", mountpoint);
+	}
+	if (!S_ISDIR(st.st_mode))
+		return imgfs_error_set(err, ENOTDIR, "mount point %s: not a directory", mountpoint);
+	*mnt_abs = realpath(mountpoint, NULL);
+	if (!*mnt_abs)
+		return imgfs_error_errno(err, errno, "mount point %s", mountpoint);
+	*store_abs = realpath(store, NULL);
+	if (!*store_abs && errno == ENOENT) { /* not created yet: where it would be */
+		char cwd[PATH_MAX];
+		if (store[0] != '/' && !getcwd(cwd, sizeof(cwd)))
+			return imgfs_error_errno(err, errno, "store %s", store);
+		*store_abs =
+		    store[0] == '/' ? imgfs_xstrdup(store) : imgfs_xasprintf("%s/%s", cwd, store);
+	}
+	if (!*store_abs)
+		return imgfs_error_errno(err, errno, "store %s", store);
+	ml = strlen(*mnt_abs);
+	if (!strcmp(*mnt_abs, "/") ||
+	    (!strncmp(*store_abs, *mnt_abs, ml) && ((*store_abs)[ml] == '/' || !(*store_abs)[ml])))
+		return imgfs_error_set(err, EINVAL,
+				       "mount %s: the store %s is at or below the mount point, "
+				       "which would hide it; mount elsewhere",
+				       mountpoint, *store_abs);
+	return 0;
+}
+
+int imgfs_fs_main(const struct imgfs_fs_opts *in_opts, struct imgfs_error *err)
 {
 	struct fs *fs = calloc(1, sizeof(*fs));
+	struct imgfs_fs_opts o = *in_opts;
+	const struct imgfs_fs_opts *opts = &o;
+	_cleanup_free_ char *mnt_abs = NULL;
+	_cleanup_free_ char *store_abs = NULL;
 	struct fuse_loop_config *cfg;
 	struct imgfs_store *probe;
-	struct stat st;
 	int rc;
 
 	if (!fs)
 		return imgfs_error_set(err, ENOMEM, "out of memory");
-	if (stat(opts->mountpoint, &st) < 0)
-		return imgfs_error_errno(err, errno, "mount point %s", opts->mountpoint);
-	if (!S_ISDIR(st.st_mode))
-		return imgfs_error_set(err, ENOTDIR, "mount point %s: not a directory",
-				       opts->mountpoint);
-	/* open the store once here so its errors reach the terminal; LMDB must
-	 * not cross the fork of daemonizing, so the daemon opens it again */
-	if (imgfs_store_open(opts->store_dir, &probe, err) < 0)
+	if (check_paths(o.mountpoint, o.store_dir, &mnt_abs, &store_abs, err) < 0)
 		return -1;
+	/* open the store once here so its errors reach the terminal; LMDB must
+	 * not cross the fork of daemonizing, so the daemon opens it again (by
+	 * its absolute path: the daemon's working directory is /) */
+	if (open_store(opts, store_abs, &probe, err) < 0)
+		return -1;
+	free(store_abs);
+	store_abs = imgfs_xstrdup(imgfs_store_root(probe));
 	imgfs_store_close(probe);
+	o.mountpoint = mnt_abs;
+	o.store_dir = store_abs;
 	fuse_set_log_func(fuse_log_to_imgfs);
 	if (opts->debug)
 		imgfs_log_set_level(IMGFS_LOG_DEBUG);
@@ -208,6 +299,12 @@ int imgfs_fs_main(const struct imgfs_fs_opts *opts, struct imgfs_error *err)
 	if (fuse_session_mount(fs->se, opts->mountpoint) != 0) {
 		fuse_remove_signal_handlers(fs->se);
 		fuse_session_destroy(fs->se);
+		if (imgfs_mounted_at(opts->mountpoint))
+			return imgfs_error_set(err, EBUSY,
+					       "mount %s: the FUSE mount failed; an imgfs mount "
+					       "is already there (if its daemon is dead: run "
+					       "umount -l %s)",
+					       opts->mountpoint, opts->mountpoint);
 		return imgfs_error_set(err, EIO, "mount %s: the FUSE mount failed (see above)",
 				       opts->mountpoint);
 	}

@@ -878,6 +878,25 @@ static int append_dir(char ***dirs, size_t *n, const char *dir)
 	return 0;
 }
 
+/* Put a copy of dir in front of the NULL-terminated list dirs of n, if it is
+ * a directory. 0 or -errno. */
+static int prepend_if_dir(char ***dirs, size_t *n, const char *dir)
+{
+	struct stat st;
+	char **more;
+
+	if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode))
+		return 0;
+	more = realloc(*dirs, (*n + 2) * sizeof(char *));
+	if (!more)
+		return -ENOMEM;
+	memmove(more + 1, more, *n * sizeof(char *));
+	more[0] = imgfs_xstrdup(dir);
+	more[++(*n)] = NULL;
+	*dirs = more;
+	return 0;
+}
+
 /* The overlay of the chain ending at chain_top (NULL: none), read-only, or
  * with the upper dir of the rootfs node rootfs (NULL for a snapshot view). */
 static int make_overlay(struct fs *fs, const char *chain_top, const struct fs_node *rootfs,
@@ -900,8 +919,15 @@ static int make_overlay(struct fs *fs, const char *chain_top, const struct fs_no
 		rc = chain_dirs(fs, b, chain_top, &dirs, &n);
 	if (rc == 0 && n == 0) /* overlay needs a lower dir: an empty one changes nothing */
 		rc = append_dir(&dirs, &n, empty);
-	if (rc == 0 && rootfs)
+	if (rc == 0 && rootfs && imgfs_store_is_read_only(fs->store)) {
+		/* a store on a read-only file system (-o ro): the writes made before,
+		 * if any, as the top-most lower; no upper, no lock (nothing can
+		 * write to the store) */
+		rc = prepend_if_dir(&dirs, &n, upper);
+		image_name = NULL;
+	} else if (rc == 0 && rootfs) {
 		rc = lock_upper(fs, rootfs, base, b);
+	}
 	if (rc == 0) {
 		int fd = fs_overlay_detached((const char *const *)dirs, n,
 					     image_name ? upper : NULL, image_name ? work : NULL,

@@ -154,6 +154,20 @@ static bool blob_has_record(struct imgfs_store *s, const struct imgfs_digest *d)
 	return store_get_json(txn, s->db_blobs, d->str, &rec, &err) == 0;
 }
 
+char *imgfs_store_blob_media_type(struct imgfs_store *s, const struct imgfs_digest *d)
+{
+	_cleanup_txn_ MDB_txn *txn = NULL;
+	_cleanup_json_ json_t *rec = NULL;
+	struct imgfs_error err;
+	const char *mt;
+
+	if (store_txn_begin(s, false, &txn, &err) < 0 ||
+	    store_get_json(txn, s->db_blobs, d->str, &rec, &err) < 0)
+		return NULL;
+	mt = json_string_value(json_object_get(rec, "mediaType"));
+	return mt ? imgfs_xstrdup(mt) : NULL;
+}
+
 /* Rename a verified, fsync'd file into blobs/ and make that durable. */
 static int blob_install(struct imgfs_store *s, const char *from, const struct imgfs_digest *d,
 			struct imgfs_error *err)

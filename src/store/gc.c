@@ -360,6 +360,7 @@ static void sweep_snapshot_dirs(struct gc *g, struct snapinfo *si)
 		}
 		if (tmp) {
 			g->rep->tmp_removed++;
+			g->rep->tmp_bytes += bytes;
 			report(g, bytes, "unpack in progress %s (abandoned)", n);
 			continue;
 		}
@@ -472,6 +473,7 @@ static void sweep_ingest(struct gc *g)
 		if (imgfs_rm_rf_at(dirfd(d), n) < 0)
 			continue;
 		g->rep->ingests_removed++;
+		g->rep->ingest_bytes += bytes;
 		report(g, bytes, "ingest %s", n);
 	}
 	closedir(d);

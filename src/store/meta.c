@@ -197,12 +197,14 @@ static int meta_init_schema(struct imgfs_store *s, struct imgfs_error *err)
 	bool have_ver, have_next;
 	int rc;
 
-	if (store_txn_begin(s, true, &txn, err) < 0)
+	unsigned create = s->read_only ? 0 : MDB_CREATE;
+
+	if (store_txn_begin(s, !s->read_only, &txn, err) < 0)
 		return -1;
-	if ((rc = mdb_dbi_open(txn, "images", MDB_CREATE, &s->db_images)) ||
-	    (rc = mdb_dbi_open(txn, "blobs", MDB_CREATE, &s->db_blobs)) ||
-	    (rc = mdb_dbi_open(txn, "snapshots", MDB_CREATE, &s->db_snapshots)) ||
-	    (rc = mdb_dbi_open(txn, "info", MDB_CREATE, &s->db_info)))
+	if ((rc = mdb_dbi_open(txn, "images", create, &s->db_images)) ||
+	    (rc = mdb_dbi_open(txn, "blobs", create, &s->db_blobs)) ||
+	    (rc = mdb_dbi_open(txn, "snapshots", create, &s->db_snapshots)) ||
+	    (rc = mdb_dbi_open(txn, "info", create, &s->db_info)))
 		return store_mdb_error(err, rc, "store %s: open databases", s->root);
 	if (info_get_int(txn, s->db_info, "schema", &ver, &have_ver, err) < 0 ||
 	    info_get_int(txn, s->db_info, "next_snapshot_id", &next, &have_next, err) < 0)
@@ -216,6 +218,16 @@ static int meta_init_schema(struct imgfs_store *s, struct imgfs_error *err)
 	if (have_ver && ver < 1)
 		return imgfs_error_set(err, EIO, "store %s: invalid schema version %lld", s->root,
 				       (long long)ver);
+	if (s->read_only) {
+		/* an older schema is read as it is: migrating needs a writable store
+		 * (a schema 1 store's rootfs writes are not found until then) */
+		if (!have_ver || !have_next)
+			return imgfs_error_set(err, EIO, "store %s: metadata has no schema version",
+					       s->root);
+		/* committed, not aborted: that keeps the dbi handles */
+		return store_txn_commit(&txn, err) < 0 ? imgfs_error_wrap(err, "store %s", s->root)
+						       : 0;
+	}
 	if (have_ver && ver == 1 && migrate_v1(s, txn, err) < 0)
 		return -1;
 	if (!have_ver || ver < IMGFS_STORE_SCHEMA_VERSION) {
@@ -245,7 +257,7 @@ int store_meta_open(struct imgfs_store *s, struct imgfs_error *err)
 		return store_mdb_error(err, rc, "store %s: configure LMDB", s->root);
 	}
 	/* MDB_NOTLS: read transactions are not tied to threads (FUSE workers). */
-	if ((rc = mdb_env_open(s->env, dir, MDB_NOTLS, 0600))) {
+	if ((rc = mdb_env_open(s->env, dir, MDB_NOTLS | (s->read_only ? MDB_RDONLY : 0), 0600))) {
 		store_meta_close(s);
 		return store_mdb_error(err, rc, "store %s: open LMDB in %s", s->root, dir);
 	}

@@ -33,8 +33,14 @@ int imgfs_store_snapshot_hold(struct imgfs_store *s, const struct imgfs_digest *
 {
 	_cleanup_free_ char *path =
 	    imgfs_xasprintf("%s/locks/chain-%s.use", s->root, chain_id->hex);
+	int fd;
+
+	if (s->read_only) { /* no gc can run on it: nothing to hold against */
+		*lockfd = -1;
+		return 0;
+	}
 	/* gc unlinks the file of a snapshot it removes: check the inode */
-	int fd = store_lock_path(path, LOCK_SH, true, err);
+	fd = store_lock_path(path, LOCK_SH, true, err);
 
 	if (fd < 0)
 		return imgfs_error_wrap(err, "snapshot %s: hold", chain_id->str);
@@ -144,7 +150,10 @@ int imgfs_store_snapshot_prepare(struct imgfs_store *s, char **dir, struct imgfs
 	if (!mkdtemp(tmp))
 		return imgfs_error_errno(err, errno, "snapshot: create %s", tmp);
 	fd = open(tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
-	if (fd < 0 || flock(fd, LOCK_EX) < 0 || mkdirat(fd, "fs", 0755) < 0) {
+	/* 0755 whatever the umask (a layer's root entry, if it has one, sets its own
+	 * mode when unpacked): the puller's umask must not decide who may read layers/ */
+	if (fd < 0 || flock(fd, LOCK_EX) < 0 || mkdirat(fd, "fs", 0755) < 0 ||
+	    fchmodat(fd, "fs", 0755, 0) < 0) {
 		int e = errno;
 		if (fd >= 0)
 			close(fd);

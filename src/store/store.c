@@ -11,9 +11,13 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
-static const char *const store_dirs[] = {"blobs",     "blobs/sha256", "blobs/sha512", "ingest",
-					 "snapshots", "locks",	      "meta"};
+/* uppers/.empty: the lower of an overlay that needs one more (made here, so a
+ * store on a read-only file system has it too) */
+static const char *const store_dirs[] = {"blobs",  "blobs/sha256", "blobs/sha512",
+					 "ingest", "snapshots",	   "locks",
+					 "meta",   "uppers",	   "uppers/.empty"};
 
 int store_lock_path(const char *path, int op, bool check_inode, struct imgfs_error *err)
 {
@@ -108,16 +112,57 @@ uint64_t store_du_at(int dirfd, const char *name)
 
 /* ---- open / close ------------------------------------------------------- */
 
+/* The store's root is 0700 (as containerd's /var/lib/containerd): layer
+ * blobs and unpacked layers hold files their images give to root only
+ * (etc/shadow), and uppers/ holds world-writable dirs of live rootfs/
+ * trees. Nothing under it is for other users; the mount decides what they
+ * see (docs/security.md). Created 0700 whatever the umask; an existing root
+ * more open than that is tightened, and said so once. */
+static int secure_root(const char *root, bool may_fix, struct imgfs_error *err)
+{
+	_cleanup_close_ int fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	struct stat st;
+
+	if (fd < 0 || fstat(fd, &st) < 0)
+		return imgfs_error_errno(err, errno, "store %s", root);
+	if (!(st.st_mode & 077))
+		return 0;
+	if (may_fix && fchmod(fd, st.st_mode & 07700) == 0) {
+		imgfs_warn("store %s: mode was %04o, now %04o: the store is for its owner only",
+			   root, (unsigned)(st.st_mode & 07777), (unsigned)(st.st_mode & 07700));
+		return 0;
+	}
+	imgfs_warn("store %s: mode %04o lets other users read it (should be 0700): %s", root,
+		   (unsigned)(st.st_mode & 07777), may_fix ? strerror(errno) : "read-only");
+	return 0;
+}
+
 static int make_layout(const char *root, struct imgfs_error *err)
 {
 	struct stat st;
+	_cleanup_free_ char *parent = imgfs_xstrdup(root);
+	char *slash = strrchr(parent, '/');
 
-	if (imgfs_mkdir_p(root, 0755, err) < 0)
-		return imgfs_error_wrap(err, "create store");
+	/* parents as mkdir -p makes them; the root itself 0700 */
+	while (slash && slash > parent && slash[1] == '\0') {
+		*slash = '\0';
+		slash = strrchr(parent, '/');
+	}
+	if (slash && slash > parent) {
+		*slash = '\0';
+		if (imgfs_mkdir_p(parent, 0755, err) < 0)
+			return imgfs_error_wrap(err, "create store");
+	}
+	if (mkdir(root, 0700) < 0 && errno != EEXIST)
+		return imgfs_error_errno(err, errno, "create store %s", root);
+	if (secure_root(root, true, err) < 0)
+		return -1;
 	for (size_t i = 0; i < sizeof(store_dirs) / sizeof(store_dirs[0]); i++) {
 		_cleanup_free_ char *p = imgfs_xasprintf("%s/%s", root, store_dirs[i]);
-		mode_t mode =
-		    !strcmp(store_dirs[i], "meta") || !strcmp(store_dirs[i], "locks") ? 0700 : 0755;
+		mode_t mode = !strcmp(store_dirs[i], "meta") || !strcmp(store_dirs[i], "locks") ||
+				      !strcmp(store_dirs[i], "uppers")
+				  ? 0700
+				  : 0755;
 		if (mkdir(p, mode) < 0 && errno != EEXIST)
 			return imgfs_error_errno(err, errno, "create store directory %s", p);
 		if (lstat(p, &st) < 0)
@@ -129,16 +174,48 @@ static int make_layout(const char *root, struct imgfs_error *err)
 	return 0;
 }
 
-int imgfs_store_open(const char *root, struct imgfs_store **out, struct imgfs_error *err)
+/* A store that must already exist (commands that only read, rm, gc): never
+ * create one at a mistyped path. */
+static int check_existing(const char *root, struct imgfs_error *err)
+{
+	_cleanup_free_ char *data = imgfs_xasprintf("%s/meta/data.mdb", root);
+	struct stat st;
+
+	if (stat(root, &st) < 0) {
+		if (errno == ENOENT)
+			return imgfs_error_set(err, ENOENT,
+					       "store %s does not exist (--store, $IMGFS_STORE; "
+					       "`imgfs pull` creates it)",
+					       root);
+		return imgfs_error_errno(err, errno, "store %s", root);
+	}
+	if (!S_ISDIR(st.st_mode))
+		return imgfs_error_set(err, ENOTDIR, "store %s: not a directory", root);
+	if (stat(data, &st) < 0) {
+		if (errno == ENOENT)
+			return imgfs_error_set(err, ENOENT,
+					       "%s is not an imgfs store (no meta/data.mdb)", root);
+		return imgfs_error_errno(err, errno, "store %s", root);
+	}
+	return 0;
+}
+
+int imgfs_store_open_how(const char *root, enum imgfs_store_how how, struct imgfs_store **out,
+			 struct imgfs_error *err)
 {
 	struct imgfs_store *s;
 	_cleanup_free_ char *gc_path = NULL;
+	bool rdonly = how == IMGFS_STORE_READ;
 
 	if (!root || !*root)
 		return imgfs_error_set(err, EINVAL, "store: empty path");
-	if (make_layout(root, err) < 0)
+	if (how != IMGFS_STORE_CREATE && check_existing(root, err) < 0)
+		return -1;
+	if (rdonly ? secure_root(root, access(root, W_OK) == 0, err) < 0
+		   : make_layout(root, err) < 0)
 		return -1;
 	s = imgfs_xmalloc(sizeof(*s));
+	s->read_only = rdonly;
 	s->root = realpath(root, NULL);
 	if (!s->root) {
 		free(s);
@@ -149,8 +226,9 @@ int imgfs_store_open(const char *root, struct imgfs_store **out, struct imgfs_er
 	pthread_mutex_init(&s->gc_mu, NULL);
 	pthread_mutex_init(&s->tmp_mu, NULL);
 	gc_path = imgfs_xasprintf("%s/locks/gc.lock", s->root);
-	s->gc_fd = open(gc_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (s->gc_fd < 0) {
+	s->gc_fd = rdonly ? open(gc_path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+			  : open(gc_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (s->gc_fd < 0 && !(rdonly && errno == ENOENT)) {
 		imgfs_error_errno(err, errno, "store %s: open %s", s->root, gc_path);
 		imgfs_store_close(s);
 		return -1;
@@ -161,6 +239,16 @@ int imgfs_store_open(const char *root, struct imgfs_store **out, struct imgfs_er
 	}
 	*out = s;
 	return 0;
+}
+
+int imgfs_store_open(const char *root, struct imgfs_store **out, struct imgfs_error *err)
+{
+	return imgfs_store_open_how(root, IMGFS_STORE_CREATE, out, err);
+}
+
+bool imgfs_store_is_read_only(const struct imgfs_store *s)
+{
+	return s->read_only;
 }
 
 void imgfs_store_close(struct imgfs_store *s)

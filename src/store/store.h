@@ -119,8 +119,21 @@ void imgfs_config_free(struct imgfs_config *c);
 struct imgfs_store;
 
 /* Open (creating if needed) the store at root. Refuses a store whose schema
- * version is newer than this program's. */
+ * version is newer than this program's. The root is made (or tightened to)
+ * 0700: nothing in a store is for other users. */
 int imgfs_store_open(const char *root, struct imgfs_store **out, struct imgfs_error *err);
+
+enum imgfs_store_how {
+	IMGFS_STORE_CREATE,   /* create what is missing (pull, import, mount) */
+	IMGFS_STORE_EXISTING, /* ENOENT naming the path unless a store is there (rm, gc) */
+	/* an existing store, only read: LMDB opened MDB_RDONLY, nothing created,
+	 * works on a read-only file system (images, inspect, mount -o ro) */
+	IMGFS_STORE_READ,
+};
+int imgfs_store_open_how(const char *root, enum imgfs_store_how how, struct imgfs_store **out,
+			 struct imgfs_error *err);
+/* Opened with IMGFS_STORE_READ. */
+bool imgfs_store_is_read_only(const struct imgfs_store *s);
 void imgfs_store_close(struct imgfs_store *s);
 const char *imgfs_store_root(const struct imgfs_store *s);
 
@@ -135,6 +148,9 @@ void imgfs_store_unlock(struct imgfs_store *s);
 char *imgfs_store_blob_path(const struct imgfs_store *s, const struct imgfs_digest *d);
 /* True when the blob is committed (and, if size != UINT64_MAX, has that size). */
 bool imgfs_store_has_blob(struct imgfs_store *s, const struct imgfs_digest *d, uint64_t size);
+/* The media type recorded when d was committed, or NULL (none, not in the
+ * store, or an error). Caller frees. */
+char *imgfs_store_blob_media_type(struct imgfs_store *s, const struct imgfs_digest *d);
 /* Read a committed blob into memory (at most max bytes). Caller frees *buf. */
 int imgfs_store_read_blob(struct imgfs_store *s, const struct imgfs_digest *d, size_t max,
 			  char **buf, size_t *len, struct imgfs_error *err);
@@ -251,7 +267,8 @@ int imgfs_store_list_images(struct imgfs_store *s,
 /* The directory of name at manifest digest ("sha256:…"); NULL when digest
  * is not a valid digest. Caller frees. */
 char *imgfs_store_upper_dir(const struct imgfs_store *s, const char *name, const char *digest);
-/* Make that directory if absent (0700). *ino is its inode number: it changes
+/* Make that directory if absent (0700; a read-only store: *ino 0, nothing made).
+ * *ino is its inode number: it changes
  * whenever rm or gc removed or set aside the writes, so a mount can tell its
  * overlay is no longer this image's. */
 int imgfs_store_upper_make(struct imgfs_store *s, const char *name, const char *digest, ino_t *ino,
@@ -274,6 +291,7 @@ struct imgfs_gc_report {
 	uint64_t blobs_removed, blob_bytes;
 	uint64_t snapshots_removed, snapshot_bytes;
 	uint64_t ingests_removed, tmp_removed;
+	uint64_t ingest_bytes, tmp_bytes;     /* partial downloads, abandoned unpacks */
 	uint64_t snapshots_in_use;	      /* unreferenced but kept: a mount holds them */
 	uint64_t uppers_removed, upper_bytes; /* rootfs writes of images no record names */
 	uint64_t uppers_in_use;		      /* such writes kept: a mount serves them */

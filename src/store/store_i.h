@@ -21,7 +21,8 @@ struct store_tmp {
 };
 
 struct imgfs_store {
-	char *root; /* immutable after open */
+	char *root;	/* immutable after open */
+	bool read_only; /* opened with IMGFS_STORE_READ: LMDB read-only, nothing created */
 	MDB_env *env;
 	MDB_dbi db_images, db_blobs, db_snapshots, db_info; /* immutable after open */
 

@@ -63,6 +63,10 @@ int imgfs_store_upper_make(struct imgfs_store *s, const char *name, const char *
 		*ino = st.st_ino;
 		return 0;
 	}
+	if (s->read_only) { /* never written, and nothing can be now */
+		*ino = 0;
+		return 0;
+	}
 	if (imgfs_mkdir_p(parent, 0700, err) < 0)
 		return -1;
 	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
