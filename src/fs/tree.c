@@ -830,9 +830,11 @@ static int chain_dirs(struct fs *fs, struct fs_backing *b, const char *chain_id,
  * read-only mounts shared; `imgfs reset`, rm and gc exclusively, and rm and
  * gc remove the dir only while holding it. So once locked, the dir must
  * still be the one resolved (rm may have removed it meanwhile). Makes
- * upper/ and work/ in it. 0 or -errno (EBUSY, ENOENT when it went away).
+ * upper/ and work/ in it; a new upper/ gets root_mode whatever the umask (the
+ * merged root shows the upper dir's mode). 0 or -errno (EBUSY, ENOENT when it
+ * went away).
  */
-static int lock_upper(struct fs *fs, const struct fs_node *node, const char *base,
+static int lock_upper(struct fs *fs, const struct fs_node *node, const char *base, mode_t root_mode,
 		      struct fs_backing *b)
 {
 	_cleanup_close_ int dfd = open(base, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -855,10 +857,26 @@ static int lock_upper(struct fs *fs, const struct fs_node *node, const char *bas
 	if (fstat(dfd, &a) < 0 || a.st_nlink == 0 || a.st_ino != node->upper_ino ||
 	    stat(base, &p) < 0 || p.st_ino != a.st_ino || p.st_dev != a.st_dev)
 		return -ENOENT; /* removed or set aside: the next lookup makes a new one */
-	if ((mkdirat(dfd, "upper", 0755) < 0 && errno != EEXIST) ||
-	    (mkdirat(dfd, "work", 0700) < 0 && errno != EEXIST))
+	if (mkdirat(dfd, "upper", 0700) == 0) {
+		if (fchmodat(dfd, "upper", root_mode, 0) < 0)
+			return -errno;
+	} else if (errno != EEXIST) {
+		return -errno;
+	}
+	if (mkdirat(dfd, "work", 0700) < 0 && errno != EEXIST)
 		return -errno;
 	return 0;
+}
+
+/* The mode of the top-most lower's root (what a rootfs/ without writes shows
+ * at its root), or 0755. */
+static mode_t top_root_mode(char *const *dirs, size_t n)
+{
+	struct stat st;
+
+	if (n == 0 || stat(dirs[0], &st) < 0)
+		return 0755;
+	return st.st_mode & 07777;
 }
 
 /* Append a copy of dir to the NULL-terminated list dirs of n. 0 or -errno. */
@@ -926,7 +944,7 @@ static int make_overlay(struct fs *fs, const char *chain_top, const struct fs_no
 		rc = prepend_if_dir(&dirs, &n, upper);
 		image_name = NULL;
 	} else if (rc == 0 && rootfs) {
-		rc = lock_upper(fs, rootfs, base, b);
+		rc = lock_upper(fs, rootfs, base, top_root_mode(dirs, n), b);
 	}
 	if (rc == 0) {
 		int fd = fs_overlay_detached((const char *const *)dirs, n,

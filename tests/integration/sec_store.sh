@@ -12,7 +12,7 @@
 #    image's own modes: nobody reads etc/passwd and pub/readme, not
 #    etc/shadow (0640) nor root-only/key under a 0700 dir;
 #  - snapshot roots are 0755 (or the layer's own root entry mode) with the
-#    puller's umask 077;
+#    puller's umask 077, and rootfs/ roots the image's with the daemon's;
 #  - an unprivileged pull/import/mount is refused naming the missing
 #    capabilities, as is a root one without CAP_MKNOD, and an exact unpack of
 #    a device node or a foreign owner fails instead of losing them.
@@ -107,6 +107,19 @@ nobody ls "$S/uppers" >/dev/null 2>&1 && fail "nobody lists the store's uppers/"
 nobody find "$M" -maxdepth 1 -name uppers | grep -q . && fail "uppers/ shown on the mount"
 nobody sh -c "echo x >'$IMG/rootfs/tmp/by-nobody'" || fail "nobody cannot write to rootfs/tmp (1777 in the image)"
 [ "$(stat -c %u "$IMG/rootfs/tmp/by-nobody")" = 65534 ] || fail "nobody's file in rootfs/tmp is not nobody's"
+
+# --- the daemon's umask does not reach rootfs/ either: a new upper dir (the
+# merged root shows its mode) gets the image's root mode
+M3=$T/mnt-umask
+umask 077
+imgfs_mount "$S2" "$M3" allow_other
+umask 022
+for tag in v1:755 root750:750; do
+	r=$M3/lab/secret/${tag%%:*}/rootfs
+	[ "$(stat -c %a "$r")" = "${tag#*:}" ] || fail "daemon umask 077: $r is $(stat -c %a "$r"), want ${tag#*:}"
+done
+nobody cat "$M3/lab/secret/v1/rootfs/etc/passwd" >/dev/null || fail "daemon umask 077: nobody cannot read rootfs/etc/passwd"
+imgfs_unmount "$M3" "$MOUNT_PID"
 
 # --- -o blobs=all gives layer blobs to everyone
 M2=$T/mnt-all
