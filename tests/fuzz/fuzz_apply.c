@@ -13,9 +13,11 @@
  * is walked (type, mode, owner, size, mtime, link count, content, symlink
  * target, xattrs of every entry but dest/) and compared with its state
  * before the first input, and the link counts of /etc/passwd and
- * /etc/shadow must not change. Device nodes are not created: the harness
- * drops CAP_MKNOD (whiteouts, 0/0 char devices, need none), so a bug that
- * opened a device the layer made could not reach a real disk.
+ * /etc/shadow must not change. Device nodes a layer makes can never be
+ * opened, so a bug that opened one could not reach a real disk: the sandbox
+ * is a nodev bind mount in the harness's own mount namespace; where that
+ * cannot be set up, CAP_MKNOD is dropped instead (whiteouts, 0/0 char
+ * devices, need none) and device entries fail.
  */
 #include "fuzz.h"
 #include "unpack/unpack.h"
@@ -25,6 +27,8 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/capability.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/xattr.h>
@@ -186,10 +190,25 @@ static void drop_mknod(void)
 		abort();
 }
 
+/* Make the sandbox a nodev mount seen by this process only. */
+static bool sandbox_nodev(void)
+{
+	if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+	    mount(sandbox, sandbox, NULL, MS_BIND, NULL) < 0)
+		return false;
+	if (mount(NULL, sandbox, NULL, MS_REMOUNT | MS_BIND | MS_NODEV | MS_NOSUID, NULL) < 0) {
+		umount2(sandbox, MNT_DETACH);
+		return false;
+	}
+	return true;
+}
+
 static void cleanup(void)
 {
-	if (sandbox[0])
-		imgfs_rm_rf(sandbox);
+	if (!sandbox[0])
+		return;
+	umount2(sandbox, MNT_DETACH);
+	imgfs_rm_rf(sandbox);
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
@@ -198,11 +217,12 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	struct stat st;
 
 	fuzz_quiet();
-	drop_mknod();
 	umask(022);
 	snprintf(sandbox, sizeof(sandbox), "%s/imgfs-fuzz-apply-XXXXXX", tmp ? tmp : "/tmp");
 	if (!mkdtemp(sandbox))
 		abort();
+	if (!sandbox_nodev())
+		drop_mknod();
 	atexit(cleanup);
 	put_file(sandbox, "hostfile", "a host file\n", 0644);
 	mkdir_in(sandbox, "box", 0755, box);

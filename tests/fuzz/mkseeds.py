@@ -192,6 +192,21 @@ def seeds_layers():
             ti.size = len(data)
             tf.addfile(ti, io.BytesIO(data))
     put("apply", "types", buf.getvalue())
+    # devices (the harness's sandbox is nodev), a file over one, a hardlink to one
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        for name, major, minor, kind in [("null", 1, 3, tarfile.CHRTYPE),
+                                         ("sda", 8, 0, tarfile.BLKTYPE)]:
+            ti = tarfile.TarInfo(name)
+            ti.type, ti.devmajor, ti.devminor, ti.mode = kind, major, minor, 0o666
+            tf.addfile(ti)
+        ti = tarfile.TarInfo("null")
+        ti.size = 3
+        tf.addfile(ti, io.BytesIO(b"abc"))
+        ti = tarfile.TarInfo("h")
+        ti.type, ti.linkname = tarfile.LNKTYPE, "sda"
+        tf.addfile(ti)
+    put("apply", "devices", buf.getvalue())
     put("apply", "types-gz", gzip.compress(buf.getvalue(), mtime=0))
 
 
