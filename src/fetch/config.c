@@ -43,6 +43,7 @@ void imgfs_fetch_config_init(struct imgfs_fetch_config *cfg)
 	cfg->stall_time = 30;
 	cfg->max_layer_size = 64ull << 30;
 	cfg->max_layer_ratio = 100;
+	cfg->connect_time = 30;
 }
 
 void imgfs_fetch_config_destroy(struct imgfs_fetch_config *cfg)
@@ -185,6 +186,10 @@ static int load_root(struct imgfs_fetch_config *cfg, json_t *root, const char *p
 	if (int_key(root, path, "max-layer-ratio", 0, 1000000, &v, err) < 0)
 		return -1;
 	cfg->max_layer_ratio = (unsigned)v;
+	v = cfg->connect_time;
+	if (int_key(root, path, "connect-timeout", 1, 3600, &v, err) < 0)
+		return -1;
+	cfg->connect_time = (int)v;
 	if (str_key(cfg, root, path, "certs-dir", &cfg->ca_dir, err) < 0 ||
 	    str_key(cfg, root, path, "auth-file", &cfg->auth_file, err) < 0)
 		return -1;

@@ -91,6 +91,7 @@ struct imgfs_fetch_config {
 	int max_retry_after;   /* Retry-After is honoured up to this many seconds (default 60) */
 	long stall_speed;      /* bytes/s below which a transfer is stalled (default 1024) */
 	int stall_time;	       /* ... for this many seconds (default 30) */
+	int connect_time;      /* seconds to connect (default 30) */
 	const char *auth_file; /* credentials file; NULL: the docker/podman search */
 	/* no credentials of any kind: no auth file, credential helper or login,
 	 * no certs.d client certificate (the filesystem's pulls for other users
@@ -108,8 +109,8 @@ void imgfs_fetch_config_init(struct imgfs_fetch_config *cfg);
  * Read path (Docker daemon.json keys: max-concurrent-downloads,
  * insecure-registries, registry-mirrors; plus "registries": {host:
  * {"mirrors": [...]}}, "max-download-attempts", "max-retry-after",
- * "stall-timeout", "stall-speed", "certs-dir", "auth-file", "max-layer-size-mib",
- * "max-layer-ratio") into cfg, which
+ * "stall-timeout", "stall-speed", "connect-timeout", "certs-dir", "auth-file",
+ * "max-layer-size-mib", "max-layer-ratio") into cfg, which
  * must have been initialised. A missing file is fine unless must_exist.
  * EINVAL naming the file and key on a bad value. Free with _destroy.
  */

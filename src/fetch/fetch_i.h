@@ -121,7 +121,7 @@ struct imgfs_registry {
 	size_t n_eps;
 	char *auth_file; /* from the config, or NULL */
 	bool anonymous;	 /* the config's: never any credentials */
-	int max_attempts, max_retry_after, stall_time;
+	int max_attempts, max_retry_after, stall_time, connect_time;
 	long stall_speed;
 	CURLSH *share; /* DNS, connections, TLS sessions; locked by share_locks */
 	pthread_mutex_t share_locks[CURL_LOCK_DATA_LAST];

@@ -29,8 +29,6 @@
 	"Accept: " IMGFS_MT_OCI_INDEX ", " IMGFS_MT_OCI_MANIFEST ", " IMGFS_MT_DOCKER_LIST         \
 	", " IMGFS_MT_DOCKER_MANIFEST ", */*"
 
-#define CONNECT_TIMEOUT_S 30L
-
 /* ---- global init, transport policy ----------------------------------------- */
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
@@ -192,7 +190,7 @@ void imgfs_endpoint_setup_easy(struct imgfs_registry *r, struct imgfs_endpoint *
 	curl_easy_setopt(c, CURLOPT_UNRESTRICTED_AUTH, 0L);
 	curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, ep->insecure ? 0L : 1L);
 	curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, ep->insecure ? 0L : 2L);
-	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, CONNECT_TIMEOUT_S);
+	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, (long)r->connect_time);
 	curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, r->stall_speed);
 	curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, (long)r->stall_time);
 	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR,
@@ -403,6 +401,7 @@ int imgfs_registry_new(const struct imgfs_ref *ref, const struct imgfs_fetch_con
 	r->max_retry_after = cfg->max_retry_after;
 	r->stall_time = cfg->stall_time > 0 ? cfg->stall_time : 30;
 	r->stall_speed = cfg->stall_speed > 0 ? cfg->stall_speed : 1;
+	r->connect_time = cfg->connect_time > 0 ? cfg->connect_time : 30;
 	pthread_mutex_init(&r->lock, NULL);
 	for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
 		pthread_mutex_init(&r->share_locks[i], NULL);
@@ -890,7 +889,12 @@ static CURLcode perform_hop(struct imgfs_registry *r, struct imgfs_endpoint *ep,
 	    !x->fail && x->h.status >= 300)
 		rc = CURLE_OK;
 	x->curl_rc = rc;
-	if (rc == CURLE_OPERATION_TIMEDOUT && !x->fail)
+	curl_off_t connected = 0;
+	curl_easy_getinfo(c, CURLINFO_CONNECT_TIME_T, &connected);
+	if (rc == CURLE_OPERATION_TIMEDOUT && !x->fail && !connected)
+		imgfs_error_set(x->sink_err, ETIMEDOUT, "%s: %s: no connection within %d s",
+				x->what, ep->host, r->connect_time);
+	else if (rc == CURLE_OPERATION_TIMEDOUT && !x->fail)
 		imgfs_error_set(x->sink_err, ETIMEDOUT,
 				"%s: %s: transfer stalled: less than %ld bytes/s for %d s", x->what,
 				ep->host, r->stall_speed, r->stall_time);

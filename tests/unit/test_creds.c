@@ -203,12 +203,12 @@ static void test_config(void)
 			     "{\"max-concurrent-downloads\": 5, \"registry-mirrors\": "
 			     "[\"https://m.local\"], \"registries\": {\"ghcr.io\": {\"mirrors\": "
 			     "[\"http://10.0.0.1:5000\"]}}, \"stall-timeout\": 7, "
-			     "\"insecure-registries\": [\"10.0.0.0/8\"]}",
+			     "\"connect-timeout\": 4, \"insecure-registries\": [\"10.0.0.0/8\"]}",
 			     0644);
 	imgfs_fetch_config_init(&cfg);
-	CHECK(cfg.max_concurrent_downloads == 3 && cfg.max_attempts == 5);
+	CHECK(cfg.max_concurrent_downloads == 3 && cfg.max_attempts == 5 && cfg.connect_time == 30);
 	CHECK(imgfs_fetch_config_load(&cfg, f, true, &err) == 0);
-	CHECK(cfg.max_concurrent_downloads == 5 && cfg.stall_time == 7);
+	CHECK(cfg.max_concurrent_downloads == 5 && cfg.stall_time == 7 && cfg.connect_time == 4);
 	CHECK_STR(cfg.registry_mirrors[0], "https://m.local");
 	CHECK(cfg.n_hosts == 1);
 	CHECK_STR(cfg.hosts[0].host, "ghcr.io");
@@ -220,6 +220,12 @@ static void test_config(void)
 	imgfs_fetch_config_init(&cfg);
 	CHECK(imgfs_fetch_config_load(&cfg, f, true, &err) == -1 && err.code == EINVAL &&
 	      strstr(err.msg, "stall-timeout"));
+	imgfs_fetch_config_destroy(&cfg);
+	free(f);
+	f = write_file("bad.json", "{\"connect-timeout\": 0}", 0644);
+	imgfs_fetch_config_init(&cfg);
+	CHECK(imgfs_fetch_config_load(&cfg, f, true, &err) == -1 && err.code == EINVAL &&
+	      strstr(err.msg, "connect-timeout"));
 	imgfs_fetch_config_destroy(&cfg);
 	free(f);
 	imgfs_fetch_config_init(&cfg);
