@@ -10,6 +10,7 @@
 
 #include <pthread.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 
 /* Timeouts (seconds) the kernel may cache entries and attributes for. */
 #define FS_TIMEOUT_IMMUTABLE 86400.0 /* blobs, layers, snapshots */
@@ -161,11 +162,11 @@ struct fs {
 	bool cat_dirty;		   /* cat_lock: a pull finished */
 
 	pthread_mutex_t pull_lock;
-	pthread_cond_t pull_cond;		     /* broadcast when any pull finishes */
 	struct fs_pull *pulls;			     /* pull_lock */
 	struct fs_failure failures[FS_MAX_FAILURES]; /* pull_lock */
 	size_t n_failures;			     /* pull_lock, total ever */
 	size_t pulls_running;			     /* pull_lock */
+	size_t pull_waiters;			     /* pull_lock: lookups waiting for pulls */
 
 	/* the kernel's read-ahead for this mount: raised at the first request
 	 * after INIT (session.c) */
@@ -184,13 +185,21 @@ struct fs {
 	/* atomic: the session loop has ended (libfuse clears its own flag then,
 	 * and lookups waiting for a pull outside its workers must still see it) */
 	bool exiting;
+	/* the kernel may run lookups and readdirs of one directory in
+	 * parallel: set at INIT, written into its reply (fs_init_reply) */
+	bool parallel_dirops;
+	int init_replied; /* atomic: the INIT reply went out */
 };
+
+/* session.c: the reply about to be written is INIT's (the first one; the
+ * kernel sends nothing else before it): complete its flags. true if it was. */
+bool fs_init_reply(struct fs *fs, struct iovec *iov, int count);
 
 /* uring.c: FUSE over io_uring when the kernel offers it. Setup before the
  * session loop (else, or if it fails, /dev/fuse is used); stop after the
  * unmount. fs_uring_buffer: where a READ reply being built on this thread is
  * best put (the ring entry's payload), or NULL. */
-void fs_uring_setup(struct fs *fs);
+void fs_uring_setup(struct fs *fs, const char *mountpoint);
 void fs_uring_stop(struct fs *fs);
 char *fs_uring_buffer(size_t size);
 /* The uid a request is made by (0 without a request). */
@@ -206,8 +215,13 @@ static inline uid_t fs_virt_uid(fuse_req_t req, const struct fs_inode *in)
 	return in->per_user ? in->uid : fs_req_uid(req);
 }
 
-/* ops.c: a LOOKUP in this directory may wait long (for a pull) */
-bool fs_lookup_may_wait(struct fs *fs, fuse_ino_t parent);
+/* uring.c: the request this thread handles will be answered later, maybe
+ * on another thread (a LOOKUP waiting for a pull): its ring entry is set
+ * aside and replaced. Nothing over /dev/fuse. */
+void fs_uring_defer(void);
+/* ops.c: the pull a LOOKUP of path waited for ended (err: 0 or an errno):
+ * answer req. Called by the pull's worker. */
+void fs_lookup_pulled(struct fs *fs, fuse_req_t req, const char *path, int err);
 
 /* inode.c */
 int fs_inodes_init(struct fs *fs);
@@ -319,11 +333,14 @@ void fs_uids_add(struct fs_uids *u, uid_t uid); /* best effort: memory */
 void fs_uids_destroy(struct fs_uids *u);
 
 /* pull.c */
-/* Pull ref (shared with concurrent callers of the same class) and wait, if
- * the caller of req may (policy.c); -EINTR when req is interrupted (the pull
- * goes on). 0 or -errno: EACCES refused by the policy, EAGAIN over the
- * caller's pull_max_per_user, EFBIG over pull_max_size. */
-int fs_pull_wait(struct fs *fs, const char *ref, fuse_req_t req);
+/* Pull ref (shared with concurrent callers of the same class), if the caller
+ * of req may (policy.c), for a LOOKUP of path: 0 when req will be answered
+ * when the pull ends (fs_lookup_pulled, EFBIG over pull_max_size), or with
+ * EINTR if interrupted (the pull goes on); -errno to answer now: EACCES
+ * refused by the policy, EAGAIN over the caller's pull_max_per_user or with
+ * FS_MAX_PULL_WAITERS lookups waiting already. */
+#define FS_MAX_PULL_WAITERS 1024
+int fs_pull_defer(struct fs *fs, const char *ref, const char *path, fuse_req_t req);
 /* .imgfs/status as uid sees it: root (and the daemon's uid) every entry,
  * another user only the pulls and failures it started or joined. */
 char *fs_status_text(struct fs *fs, uid_t uid, size_t *len);

@@ -226,18 +226,46 @@ static int lookup_blob(struct fs *fs, const struct fs_node *n, struct fuse_entry
 	return 0;
 }
 
-bool fs_lookup_may_wait(struct fs *fs, fuse_ino_t parent)
+/* The entry for a resolved virtual node (n is the caller's), as uid sees it. */
+static int lookup_node(struct fs *fs, const char *path, uid_t uid, struct fs_node *n,
+		       struct fuse_entry_param *e)
 {
-	const struct fs_inode *in = fs_inode_get(fs, parent);
-	return in->kind == FS_VIRT && in->path && !strncmp(in->path, "/pull", 5) &&
-	       (in->path[5] == '\0' || in->path[5] == '/');
+	struct fs_inode *in;
+
+	switch (n->type) {
+	case FS_NODE_VIEW:
+		return lookup_view(fs, path, n, e);
+	case FS_NODE_BLOB:
+		return lookup_blob(fs, n, e);
+	case FS_NODE_PULL:
+		/* pulled under a name the ref does not find (should not happen) */
+		return -ENOENT;
+	default:
+		in = n->per_user ? fs_inode_virt_user(fs, path, uid) : fs_inode_virt(fs, path);
+		if (!in)
+			return -ENOMEM;
+		if (n->type == FS_NODE_DIR)
+			n->nlink = virt_nlink(fs, path);
+		virt_stat(path, n, &e->attr);
+		e->ino = fs_inode_id(fs, in);
+		e->attr_timeout = e->entry_timeout = FS_TIMEOUT_VIRTUAL;
+		if (n->type == FS_NODE_GEN)
+			e->attr_timeout = 0; /* sizes change (status) */
+		/* each user's path walk looks it up again, reaching its own inode */
+		if (n->per_user)
+			e->entry_timeout = 0;
+		return 0;
+	}
 }
 
+#define LOOKUP_DEFERRED 1 /* answered later (fs_lookup_pulled) */
+
+/* 0, -errno, or LOOKUP_DEFERRED: a complete reference under pull/ that is
+ * not in the store waits for its pull without holding this thread. */
 static int lookup_virt(struct fs *fs, fuse_req_t req, struct fs_inode *parent, const char *name,
 		       struct fuse_entry_param *e)
 {
 	_cleanup_free_ char *path = NULL;
-	struct fs_inode *in;
 	struct fs_node n;
 	int rc;
 
@@ -245,49 +273,44 @@ static int lookup_virt(struct fs *fs, fuse_req_t req, struct fs_inode *parent, c
 		return -ENOENT;
 	path = imgfs_xasprintf("%s/%s", strcmp(parent->path, "/") ? parent->path : "", name);
 	rc = fs_tree_resolve(fs, path, fs_req_uid(req), &n);
-	if (rc == 0 && n.type == FS_NODE_PULL) {
-		_cleanup_free_ char *ref = steal_pointer(&n.ref);
-		fs_node_destroy(&n);
-		rc = fs_pull_wait(fs, ref, req);
-		if (rc < 0)
-			return rc;
-		rc = fs_tree_resolve(fs, path, fs_req_uid(req), &n);
-		if (rc == 0 && n.type == FS_NODE_PULL) {
-			/* pulled under a name the ref does not find (should not happen) */
-			fs_node_destroy(&n);
-			return -ENOENT;
-		}
-	}
 	if (rc < 0)
 		return rc;
-	switch (n.type) {
-	case FS_NODE_VIEW:
-		rc = lookup_view(fs, path, &n, e);
-		break;
-	case FS_NODE_BLOB:
-		rc = lookup_blob(fs, &n, e);
-		break;
-	default:
-		in = n.per_user ? fs_inode_virt_user(fs, path, fs_req_uid(req))
-				: fs_inode_virt(fs, path);
-		if (!in) {
-			rc = -ENOMEM;
-			break;
-		}
-		if (n.type == FS_NODE_DIR)
-			n.nlink = virt_nlink(fs, path);
-		virt_stat(path, &n, &e->attr);
-		e->ino = fs_inode_id(fs, in);
-		e->attr_timeout = e->entry_timeout = FS_TIMEOUT_VIRTUAL;
-		if (n.type == FS_NODE_GEN)
-			e->attr_timeout = 0; /* sizes change (status) */
-		/* each user's path walk looks it up again, reaching its own inode */
-		if (n.per_user)
-			e->entry_timeout = 0;
-		rc = 0;
+	if (n.type == FS_NODE_PULL) {
+		_cleanup_free_ char *ref = steal_pointer(&n.ref);
+		fs_node_destroy(&n);
+		rc = fs_pull_defer(fs, ref, path, req);
+		return rc == 0 ? LOOKUP_DEFERRED : rc;
 	}
+	rc = lookup_node(fs, path, fs_req_uid(req), &n, e);
 	fs_node_destroy(&n);
 	return rc;
+}
+
+static void reply_entry(struct fs *fs, fuse_req_t req, const struct fuse_entry_param *e)
+{
+	/* the caller is gone (an interrupted lookup): the kernel never
+	 * counts this lookup, so neither do we */
+	if (fuse_reply_entry(req, e) == -ENOENT && e->ino)
+		fs_inode_forget(fs, fs_inode_get(fs, e->ino), 1);
+}
+
+void fs_lookup_pulled(struct fs *fs, fuse_req_t req, const char *path, int err)
+{
+	struct fuse_entry_param e = {0};
+	uid_t uid = fs_req_uid(req);
+	struct fs_node n;
+	int rc = -err;
+
+	if (rc == 0)
+		rc = fs_tree_resolve(fs, path, uid, &n);
+	if (rc == 0) {
+		rc = lookup_node(fs, path, uid, &n, &e);
+		fs_node_destroy(&n);
+	}
+	if (rc < 0)
+		fuse_reply_err(req, -rc);
+	else
+		reply_entry(fs, req, &e);
 }
 
 static void fs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -302,6 +325,8 @@ static void fs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		rc = fs_do_lookup_pass(fs, p, name, &e);
 	else
 		rc = lookup_virt(fs, req, p, name, &e);
+	if (rc == LOOKUP_DEFERRED)
+		return;
 	if (rc == -ENOENT && p->kind == FS_PASS && p->view->immutable) {
 		/* a negative entry the kernel may keep: immutable content */
 		memset(&e, 0, sizeof(e));
@@ -312,7 +337,7 @@ static void fs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	if (rc < 0)
 		fuse_reply_err(req, -rc);
 	else
-		fuse_reply_entry(req, &e);
+		reply_entry(fs, req, &e);
 }
 
 static void fs_op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
@@ -888,6 +913,7 @@ static void fs_op_init(void *userdata, struct fuse_conn_info *conn)
 	conn->want &= ~(unsigned)FUSE_CAP_ATOMIC_O_TRUNC;
 	/* bigger write requests: fewer round trips (libfuse caps it to its buffer) */
 	conn->max_write = 1u << 20;
+	fs->parallel_dirops = conn->want & FUSE_CAP_PARALLEL_DIROPS;
 	fs->no_open = conn->capable & FUSE_CAP_NO_OPEN_SUPPORT;
 	fs->no_opendir = conn->capable & FUSE_CAP_NO_OPENDIR_SUPPORT;
 	imgfs_debug("fs: kernel FUSE protocol %u.%u, capable 0x%x", conn->proto_major,

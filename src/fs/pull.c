@@ -5,6 +5,12 @@
  * class while it runs, so another user's lookup never joins a pull made with
  * credentials it may not use; progress and the last failures for
  * .imgfs/status, each with the uids it belongs to.
+ *
+ * A lookup that needs a pull holds no thread while it waits: its request is
+ * put on the pull's list of waiters and answered by the pull's worker when
+ * the pull ends, or with EINTR by libfuse's INTERRUPT handler (the caller
+ * got a signal). So any number of waiting lookups leave every request
+ * thread (and every io_uring entry, uring.c) free for the other requests.
  */
 #include "fs_i.h"
 
@@ -18,6 +24,19 @@ struct fs_pull_layer {
 	char source[128]; /* the host that served the blob, or "" */
 };
 
+/*
+ * A LOOKUP waiting for a pull. Exactly one of these answers it: the pull's
+ * worker (the lookup's result) or on_interrupt (EINTR); whichever takes it
+ * off the pull's list under pull_lock. The other leaves it alone.
+ */
+struct fs_pull_waiter {
+	fuse_req_t req;
+	char *path;		     /* the virtual path looked up */
+	struct fs_pull *p;	     /* pull_lock: the pull it waits for, NULL until listed */
+	bool interrupted;	     /* pull_lock: interrupted before it was listed */
+	struct fs_pull_waiter *next; /* pull_lock: p->waiters */
+};
+
 struct fs_pull {
 	struct fs *fs;
 	char *ref; /* as looked up */
@@ -25,13 +44,14 @@ struct fs_pull {
 	char *why;	     /* FS_PULL_LOCAL: why uid may not pull, for its failure */
 	uid_t starter;	     /* its pull_max_per_user counts this pull */
 	struct fs_uids uids; /* pull_lock: who started or joined it */
-	int refs;	     /* pull_lock: waiters + the worker */
+	int refs;	     /* pull_lock: the worker */
 	bool done;	     /* pull_lock */
 	int code;	     /* pull_lock: 0 or errno */
 	time_t started;
-	size_t n_layers;	      /* pull_lock */
-	struct fs_pull_layer *layers; /* pull_lock */
-	struct fs_pull *next;	      /* pull_lock */
+	size_t n_layers;		/* pull_lock */
+	struct fs_pull_layer *layers;	/* pull_lock */
+	struct fs_pull_waiter *waiters; /* pull_lock: lookups to answer when done */
+	struct fs_pull *next;		/* pull_lock */
 };
 
 static void pull_unref_locked(struct fs *fs, struct fs_pull *p)
@@ -133,14 +153,52 @@ static void record_refusal(struct fs *fs, uid_t uid, const char *ref, int code, 
 	pthread_mutex_unlock(&fs->pull_lock);
 }
 
+static void waiter_free(struct fs_pull_waiter *w)
+{
+	free(w->path);
+	free(w);
+}
+
+/* libfuse's INTERRUPT handler, with the request's lock held (and the
+ * request kept alive): the caller got a signal. */
+static void on_interrupt(fuse_req_t req, void *data)
+{
+	struct fs_pull_waiter *w = data;
+	struct fs *fs = fuse_req_userdata(req);
+	struct fs_pull *p;
+
+	pthread_mutex_lock(&fs->pull_lock);
+	p = w->p;
+	if (!p) {
+		/* not listed yet (fs_pull_defer sees this and answers), or
+		 * taken by the worker, which answers */
+		w->interrupted = true;
+		pthread_mutex_unlock(&fs->pull_lock);
+		return;
+	}
+	for (struct fs_pull_waiter **pp = &p->waiters; *pp; pp = &(*pp)->next) {
+		if (*pp == w) {
+			*pp = w->next;
+			break;
+		}
+	}
+	w->p = NULL;
+	fs->pull_waiters--;
+	pthread_mutex_unlock(&fs->pull_lock);
+	/* the pull goes on for the other waiters and the store */
+	fuse_reply_err(req, EINTR);
+	waiter_free(w);
+}
+
 static void *pull_worker(void *arg)
 {
 	struct fs_pull *p = arg;
 	struct fs *fs = p->fs;
 	struct imgfs_pull_opts po = {.progress = on_progress, .progress_ctx = p};
 	struct imgfs_error err = {0};
+	struct fs_pull_waiter *waiters;
 	json_t *rec = NULL;
-	int rc;
+	int rc, code;
 
 	fs_pull_class_opts(fs, p->cls, &po);
 	imgfs_info("fs: pulling %s for uid %u%s", p->ref, (unsigned)p->starter,
@@ -161,8 +219,27 @@ static void *pull_worker(void *arg)
 	p->code = rc < 0 ? (err.code ? err.code : EIO) : 0;
 	if (rc < 0)
 		record_failure(fs, p->ref, &p->uids, err.code, err.msg);
+	waiters = p->waiters;
+	p->waiters = NULL;
+	for (struct fs_pull_waiter *w = waiters; w; w = w->next) {
+		w->p = NULL;
+		fs->pull_waiters--;
+	}
+	code = p->code;
+	pthread_mutex_unlock(&fs->pull_lock);
+	/* answer the lookups that waited (and were not interrupted) */
+	while (waiters) {
+		struct fs_pull_waiter *w = waiters;
+		waiters = w->next;
+		/* waits for an on_interrupt running on it to return (it
+		 * found the waiter taken and did nothing); none comes after */
+		fuse_req_interrupt_func(w->req, NULL, NULL);
+		fs_lookup_pulled(fs, w->req, w->path, code);
+		waiter_free(w);
+	}
+	pthread_mutex_lock(&fs->pull_lock);
+	/* only now: the daemon frees the session once no pull runs */
 	fs->pulls_running--;
-	pthread_cond_broadcast(&fs->pull_cond);
 	pull_unref_locked(fs, p);
 	pthread_mutex_unlock(&fs->pull_lock);
 	return NULL;
@@ -190,7 +267,7 @@ static struct fs_pull *pull_start(struct fs *fs, const char *ref, enum fs_pull_c
 		free(p);
 		return NULL;
 	}
-	p->refs = 2; /* the caller and the worker */
+	p->refs = 1; /* the worker */
 	p->started = time(NULL);
 	pthread_attr_init(&attr);
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
@@ -232,7 +309,6 @@ static struct fs_pull *pull_join(struct fs *fs, const char *ref, enum fs_pull_cl
 			break;
 	}
 	if (p) {
-		p->refs++;
 		fs_uids_add(&p->uids, uid);
 		return p;
 	}
@@ -253,7 +329,7 @@ static struct fs_pull *pull_join(struct fs *fs, const char *ref, enum fs_pull_cl
 	return p;
 }
 
-int fs_pull_wait(struct fs *fs, const char *given, fuse_req_t req)
+int fs_pull_defer(struct fs *fs, const char *given, const char *path, fuse_req_t req)
 {
 	struct imgfs_error err = {0};
 	struct imgfs_ref parsed = {0};
@@ -262,7 +338,8 @@ int fs_pull_wait(struct fs *fs, const char *given, fuse_req_t req)
 	uid_t uid = fs_req_uid(req);
 	bool has_digest;
 	char why[200];
-	struct fs_pull *p;
+	struct fs_pull_waiter *w;
+	struct fs_pull *p = NULL;
 	int rc;
 
 	/* one pull per canonical reference: alpine:3.18 and docker.io/library/alpine:3.18 share */
@@ -280,34 +357,38 @@ int fs_pull_wait(struct fs *fs, const char *given, fuse_req_t req)
 	}
 	if (rc < 0) /* the store may hold that digest under another name */
 		cls = FS_PULL_LOCAL;
+	w = calloc(1, sizeof(*w));
+	if (!w || !(w->path = strdup(path))) {
+		free(w);
+		return -ENOMEM;
+	}
+	w->req = req;
+	/* before anyone else can answer req: an INTERRUPT that came first
+	 * runs on_interrupt right here, which only marks w */
+	fuse_req_interrupt_func(req, on_interrupt, w);
+	/* from here the reply may be made on another thread */
+	fs_uring_defer();
 	pthread_mutex_lock(&fs->pull_lock);
-	p = pull_join(fs, ref, cls, uid, why, &rc);
-	if (!p) {
+	if (w->interrupted || __atomic_load_n(&fs->exiting, __ATOMIC_ACQUIRE)) {
+		rc = -EINTR;
+	} else if (fs->pull_waiters >= FS_MAX_PULL_WAITERS) {
+		imgfs_warn("fs: %zu lookups already wait for pulls; %s answered EAGAIN",
+			   fs->pull_waiters, ref);
+		rc = -EAGAIN;
+	} else {
+		p = pull_join(fs, ref, cls, uid, why, &rc);
+	}
+	if (p) {
+		w->p = p;
+		w->next = p->waiters;
+		p->waiters = w;
+		fs->pull_waiters++;
 		pthread_mutex_unlock(&fs->pull_lock);
-		return rc;
+		return 0;
 	}
-	/* the session loop cancels its workers at exit; waiting here must not
-	 * be cancelled while holding pull_lock, so poll for the exit instead */
-	int oldstate;
-	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &oldstate);
-	while (!p->done) {
-		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += 100 * 1000 * 1000;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
-		pthread_cond_timedwait(&fs->pull_cond, &fs->pull_lock, &ts);
-		if (!p->done &&
-		    ((req && fuse_req_interrupted(req)) || fuse_session_exited(fs->se) ||
-		     __atomic_load_n(&fs->exiting, __ATOMIC_ACQUIRE)))
-			break;
-	}
-	rc = p->done ? -p->code : -EINTR;
-	pull_unref_locked(fs, p);
 	pthread_mutex_unlock(&fs->pull_lock);
-	pthread_setcancelstate(oldstate, NULL);
+	fuse_req_interrupt_func(req, NULL, NULL);
+	waiter_free(w);
 	return rc;
 }
 

@@ -8,6 +8,7 @@
 
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/fuse.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
@@ -119,6 +120,73 @@ static int open_store(const struct imgfs_fs_opts *opts, const char *dir, struct 
 	return imgfs_store_open_how(dir, IMGFS_STORE_READ, s, err);
 }
 
+/*
+ * libfuse before 3.17 never puts FUSE_PARALLEL_DIROPS into the INIT reply,
+ * whatever the filesystem wants (libfuse commit c9905341), so the kernel
+ * takes a mutex per directory around every LOOKUP and READDIR: one lookup
+ * waiting for a pull under pull/ held every other lookup in that directory,
+ * and its waiters sat in state D where no signal reaches them. The flag is
+ * added here, on the reply's way out, when fs_op_init asked for it.
+ */
+bool fs_init_reply(struct fs *fs, struct iovec *iov, int count)
+{
+	const struct fuse_out_header *out = iov[0].iov_base;
+	struct fuse_init_out *init;
+
+	if (__atomic_load_n(&fs->init_replied, __ATOMIC_ACQUIRE) ||
+	    __atomic_exchange_n(&fs->init_replied, 1, __ATOMIC_ACQ_REL))
+		return false;
+	if (count < 2 || out->error || iov[1].iov_len < sizeof(*init))
+		return true;
+	init = iov[1].iov_base;
+	if (fs->parallel_dirops)
+		init->flags |= FUSE_PARALLEL_DIROPS;
+	imgfs_debug("fs: INIT reply flags 0x%x 0x%x", init->flags, init->flags2);
+	return true;
+}
+
+static ssize_t dev_writev(int fd, struct iovec *iov, int count, void *userdata)
+{
+	fs_init_reply(userdata, iov, count);
+	return writev(fd, iov, count);
+}
+
+static ssize_t dev_read(int fd, void *buf, size_t len, void *userdata)
+{
+	(void)userdata;
+	return read(fd, buf, len);
+}
+
+static ssize_t dev_splice_receive(int fdin, off_t *offin, int fdout, off_t *offout, size_t len,
+				  unsigned int flags, void *userdata)
+{
+	(void)userdata;
+	return splice(fdin, offin, fdout, offout, len, flags);
+}
+
+static ssize_t dev_splice_send(int fdin, off_t *offin, int fdout, off_t *offout, size_t len,
+			       unsigned int flags, void *userdata)
+{
+	(void)userdata;
+	return splice(fdin, offin, fdout, offout, len, flags);
+}
+
+/* Over /dev/fuse (no io_uring): libfuse's own I/O, but for the INIT reply. */
+static void dev_io_setup(struct fs *fs)
+{
+	const struct fuse_custom_io io = {
+	    .writev = dev_writev,
+	    .read = dev_read,
+	    .splice_receive = dev_splice_receive,
+	    .splice_send = dev_splice_send,
+	};
+	int rc = fuse_session_custom_io(fs->se, &io, fuse_session_fd(fs->se));
+
+	if (rc < 0)
+		imgfs_warn("fs: /dev/fuse I/O: %s (lookups in one directory run one at a time)",
+			   strerror(-rc));
+}
+
 static int fs_init(struct fs *fs, const struct imgfs_fs_opts *opts, struct imgfs_error *err)
 {
 	raise_nofile();
@@ -150,7 +218,6 @@ static int fs_init(struct fs *fs, const struct imgfs_fs_opts *opts, struct imgfs
 	pthread_mutex_init(&fs->backing_lock, NULL);
 	pthread_mutex_init(&fs->cat_lock, NULL);
 	pthread_mutex_init(&fs->pull_lock, NULL);
-	pthread_cond_init(&fs->pull_cond, NULL);
 	if (fs_inodes_init(fs) < 0)
 		return imgfs_error_set(err, ENOMEM, "out of memory");
 	if (fs_ra_start(fs) < 0)
@@ -324,7 +391,9 @@ int imgfs_fs_main(const struct imgfs_fs_opts *in_opts, struct imgfs_error *err)
 	find_read_ahead(fs, opts->mountpoint);
 	imgfs_info("imgfs: serving store %s at %s", fs->root, opts->mountpoint);
 	if (!opts->no_uring)
-		fs_uring_setup(fs);
+		fs_uring_setup(fs, opts->mountpoint);
+	if (!fs->uring)
+		dev_io_setup(fs);
 	cfg = fuse_loop_cfg_create();
 	fuse_loop_cfg_set_clone_fd(cfg, 0);
 	fuse_loop_cfg_set_max_threads(cfg, 64);

@@ -20,6 +20,24 @@
  * COMMIT_AND_FETCH. Replies to requests that came through /dev/fuse
  * (FORGET and INTERRUPT always do) and notifications go to /dev/fuse.
  *
+ * An entry stays the kernel's request until its reply: a LOOKUP that waits
+ * for a pull (pull.c answers it later, from another thread) would take its
+ * ring thread's only entry, and a few of them every entry of the mount. So
+ * such an entry is set aside (fs_uring_defer) and its thread registers
+ * another; when the reply comes the set-aside entry is committed and fetches
+ * again, so a thread ends with as many entries as it ever had lookups
+ * waiting at once (bounded by FS_MAX_PULL_WAITERS).
+ *
+ * But the kernel gives a request that found no ready entry (queued on the
+ * CPU's queue) only to an entry committing a reply, never to one being
+ * registered: a burst of lookups under pull/ would stay queued behind the
+ * set-aside entries until some other request came and went on that CPU.
+ * So each set-aside is followed by a poke: a thread pinned to the queue's
+ * CPU statfs()es the mount, and the STATFS's commit takes the next queued
+ * request (which, if it waits for a pull too, brings the next poke). A
+ * thread per poke: a STATFS may itself be queued, and the next poke must
+ * not wait for it.
+ *
  * Used when the kernel offers it; `-o no_uring` keeps to /dev/fuse.
  */
 #include "fs_i.h"
@@ -32,6 +50,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/sysinfo.h>
 #include <sys/uio.h>
@@ -63,6 +82,9 @@ struct uring_cmd_req {
 #define FS_URING_DEPTH 1   /* entries per thread */
 #define HEADROOM 4096	   /* in front of the payload: the request's headers */
 #define POLL_TAG 1	   /* user_data of the stop eventfd's poll */
+/* SQEs queued before an io_uring_enter: commits of replies made on other
+ * threads come in bunches (a pull ending answers all its lookups) */
+#define FS_URING_SQ 64
 
 struct ring {
 	int fd;
@@ -83,8 +105,10 @@ struct uring_ent {
 	uint64_t commit_id;
 	uint64_t unique;
 	struct iovec iov[2];
-	size_t front;		     /* sent away: the request starts this far before the payload */
-	struct uring_ent *next_done; /* t->lock: answered on another thread */
+	bool deferred;		      /* u->defer_lock: set aside, waiting for its reply */
+	struct uring_ent *next_defer; /* u->defer_lock: u->deferred */
+	struct uring_ent *next_done;  /* t->lock: answered on another thread */
+	struct uring_ent *next_extra; /* t->extra */
 };
 
 struct uring_thread {
@@ -97,20 +121,33 @@ struct uring_thread {
 	pthread_mutex_t lock;
 	struct uring_ent *done; /* lock: replies made on other threads, to commit */
 	struct uring_ent ent[FS_URING_DEPTH];
+	struct uring_ent *extra; /* entries registered in place of set-aside ones (this thread) */
+	bool poke; /* a poke is due once the new entries are submitted (this thread) */
+	int nents; /* registered entries (this thread) */
+	int naway; /* u->defer_lock: of them, set aside */
+};
+
+/* A request on one CPU's queue after a set-aside. */
+struct uring_poke {
+	struct fs_uring *u;
+	int qid;
 };
 
 struct fs_uring {
 	struct fs *fs;
+	char *mountpoint; /* statfs()ed by the pokes */
+	int nqueues;
+	pthread_mutex_t poke_lock;
+	pthread_cond_t poke_cond;
+	int pokes; /* poke_lock: poke threads running */
 	int devfd;
 	size_t payload_size;
 	int nthreads;
 	struct uring_thread *threads;
-	int init_seen; /* atomic: the INIT reply went out */
-	int serving;   /* atomic: a request came through a ring */
-	int stop;      /* atomic */
-	pthread_mutex_t away_lock;
-	pthread_cond_t away_cond;
-	int away; /* away_lock: requests handed to threads of their own */
+	int serving; /* atomic: a request came through a ring */
+	int stop;    /* atomic */
+	pthread_mutex_t defer_lock;
+	struct uring_ent *deferred; /* defer_lock: set aside, waiting for their replies */
 };
 
 static __thread struct uring_ent *cur_ent;     /* the ring request this thread handles */
@@ -120,7 +157,10 @@ static __thread struct uring_thread *cur_ring; /* the ring this thread serves, i
 
 static int ring_setup(struct ring *r, unsigned entries)
 {
-	struct io_uring_params p = {.flags = IORING_SETUP_SQE128};
+	/* a completion per registered entry may come at once: room for as
+	 * many as lookups may wait for pulls (the kernel keeps any more) */
+	struct io_uring_params p = {.flags = IORING_SETUP_SQE128 | IORING_SETUP_CQSIZE,
+				    .cq_entries = 2 * FS_MAX_PULL_WAITERS};
 	void *cq;
 
 	r->fd = (int)syscall(__NR_io_uring_setup, entries, &p);
@@ -198,6 +238,19 @@ static int ring_enter(struct ring *r, bool wait)
 	return n < 0 ? -errno : 0;
 }
 
+/* ring_sqe, submitting what is queued first if the queue is full (many
+ * replies made on other threads commit at once). NULL if it stays full. */
+static struct io_uring_sqe *ring_sqe_flush(struct ring *r)
+{
+	struct io_uring_sqe *sqe = ring_sqe(r);
+
+	for (int i = 0; !sqe && i < 100; i++) {
+		ring_enter(r, false);
+		sqe = ring_sqe(r);
+	}
+	return sqe;
+}
+
 /* ---- entries -------------------------------------------------------------- */
 
 static void ent_cmd(struct uring_ent *e, struct io_uring_sqe *sqe, unsigned op)
@@ -228,6 +281,8 @@ static ssize_t ent_reply(struct uring_ent *e, const struct iovec *iov, int count
 	struct io_uring_sqe *sqe;
 
 	*oh = *(const struct fuse_out_header *)iov[0].iov_base;
+	if (cur_ent == e)
+		cur_ent = NULL;
 	for (int i = 1; i < count; i++) {
 		total += iov[i].iov_len;
 		if (len + iov[i].iov_len > e->t->u->payload_size) {
@@ -243,7 +298,6 @@ static ssize_t ent_reply(struct uring_ent *e, const struct iovec *iov, int count
 		len = 0;
 	oh->len = (uint32_t)(sizeof(*oh) + len);
 	e->hdr->ent.payload_sz = (uint32_t)len;
-	cur_ent = NULL;
 	if (cur_ring != e->t) {
 		/* answered on a thread of its own: the ring's thread commits it */
 		uint64_t one = 1;
@@ -255,9 +309,9 @@ static ssize_t ent_reply(struct uring_ent *e, const struct iovec *iov, int count
 			imgfs_warn("fs: io_uring wake-up: %s", strerror(errno));
 		return (ssize_t)total;
 	}
-	sqe = ring_sqe(&e->t->ring);
+	sqe = ring_sqe_flush(&e->t->ring);
 	if (!sqe) {
-		errno = EIO; /* cannot happen: one SQE per entry, and it is free */
+		errno = EIO;
 		return -1;
 	}
 	ent_cmd(e, sqe, URING_CMD_COMMIT_AND_FETCH);
@@ -279,39 +333,139 @@ static void ent_process(struct uring_ent *e, char *buf, size_t len)
 	}
 }
 
-static void *away_main(void *arg)
+void fs_uring_defer(void)
 {
-	struct uring_ent *e = arg;
-	struct fs_uring *u = e->t->u;
-	const struct fuse_in_header *in = (const struct fuse_in_header *)(e->payload - e->front);
+	struct uring_ent *e = cur_ent;
+	struct fs_uring *u;
 
-	ent_process(e, (char *)in, in->len);
-	pthread_mutex_lock(&u->away_lock);
-	if (--u->away == 0)
-		pthread_cond_broadcast(&u->away_cond);
-	pthread_mutex_unlock(&u->away_lock);
+	if (!e)
+		return;
+	u = e->t->u;
+	pthread_mutex_lock(&u->defer_lock);
+	e->deferred = true;
+	e->next_defer = u->deferred;
+	u->deferred = e;
+	e->t->naway++;
+	pthread_mutex_unlock(&u->defer_lock);
+	cur_ent = NULL;
+}
+
+/* The set-aside entry of request unique, taken off the list; or NULL. */
+static struct uring_ent *take_deferred(struct fs_uring *u, uint64_t unique)
+{
+	struct uring_ent *e = NULL;
+
+	pthread_mutex_lock(&u->defer_lock);
+	for (struct uring_ent **pp = &u->deferred; *pp; pp = &(*pp)->next_defer) {
+		if ((*pp)->unique == unique) {
+			e = *pp;
+			*pp = e->next_defer;
+			e->deferred = false;
+			e->t->naway--;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&u->defer_lock);
+	return e;
+}
+
+static int ent_init(struct uring_ent *e, struct uring_thread *t)
+{
+	e->t = t;
+	e->hdr = calloc(1, sizeof(*e->hdr));
+	/* untouched pages cost nothing until a big request uses them */
+	e->area = mmap(NULL, HEADROOM + t->u->payload_size, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (!e->hdr || e->area == MAP_FAILED) {
+		e->area = NULL;
+		return -1;
+	}
+	e->payload = e->area + HEADROOM;
+	return 0;
+}
+
+static void ent_destroy(struct uring_ent *e)
+{
+	free(e->hdr);
+	if (e->area)
+		munmap(e->area, HEADROOM + e->t->u->payload_size);
+}
+
+/* After a request of t's was set aside: keep FS_URING_DEPTH entries ready
+ * on t by registering a new one (on t's thread: only it fills SQEs). */
+static void ent_replace(struct uring_thread *t)
+{
+	struct fs_uring *u = t->u;
+	struct uring_ent *e;
+	struct io_uring_sqe *sqe;
+	int ready;
+
+	pthread_mutex_lock(&u->defer_lock);
+	ready = t->nents - t->naway;
+	pthread_mutex_unlock(&u->defer_lock);
+	if (ready >= FS_URING_DEPTH)
+		return;
+	e = calloc(1, sizeof(*e));
+	if (!e || ent_init(e, t) < 0 || !(sqe = ring_sqe_flush(&t->ring))) {
+		imgfs_warn("fs: io_uring queue %d: no new entry (%s): requests wait for the "
+			   "lookups waiting for pulls",
+			   t->qid, strerror(errno ? errno : ENOMEM));
+		if (e)
+			ent_destroy(e);
+		free(e);
+		return;
+	}
+	e->next_extra = t->extra;
+	t->extra = e;
+	t->nents++;
+	ent_cmd(e, sqe, URING_CMD_REGISTER);
+	t->poke = true;
+}
+
+static void *poke_main(void *arg)
+{
+	struct uring_poke *pk = arg;
+	struct fs_uring *u = pk->u;
+	cpu_set_t cpus;
+	struct statfs sf;
+
+	CPU_ZERO(&cpus);
+	CPU_SET(pk->qid, &cpus);
+	/* the request goes to this CPU's queue; answered at once by an entry
+	 * that then takes a queued request */
+	if (sched_setaffinity(0, sizeof(cpus), &cpus) == 0 && statfs(u->mountpoint, &sf) < 0)
+		imgfs_debug("fs: io_uring poke of queue %d: %s", pk->qid, strerror(errno));
+	free(pk);
+	pthread_mutex_lock(&u->poke_lock);
+	if (--u->pokes == 0)
+		pthread_cond_broadcast(&u->poke_cond);
+	pthread_mutex_unlock(&u->poke_lock);
 	return NULL;
 }
 
-/* A request that may wait long (a lookup under pull/ waits for its pull)
- * goes to a thread of its own, so its ring thread goes on serving. */
-static bool send_away(struct uring_ent *e, size_t front)
+/* New entries of t's are submitted: make a request on their queue. */
+static void poke(struct uring_thread *t)
 {
-	struct fs_uring *u = e->t->u;
+	struct fs_uring *u = t->u;
+	struct uring_poke *pk = malloc(sizeof(*pk));
 	pthread_attr_t attr;
 	pthread_t tid;
-	bool ok;
 
-	e->front = front;
+	t->poke = false;
+	if (!pk)
+		return;
+	pk->u = u;
+	pk->qid = t->qid;
 	pthread_attr_init(&attr);
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-	pthread_mutex_lock(&u->away_lock);
-	ok = pthread_create(&tid, &attr, away_main, e) == 0;
-	if (ok)
-		u->away++;
-	pthread_mutex_unlock(&u->away_lock);
+	pthread_attr_setstacksize(&attr, 64 * 1024);
+	pthread_mutex_lock(&u->poke_lock);
+	if (pthread_create(&tid, &attr, poke_main, pk) == 0)
+		u->pokes++;
+	else
+		free(pk);
+	pthread_mutex_unlock(&u->poke_lock);
 	pthread_attr_destroy(&attr);
-	return ok;
 }
 
 /* A request arrived in e: lay it out as /dev/fuse gives it, and handle it. */
@@ -342,10 +496,12 @@ static void ent_handle(struct uring_ent *e)
 	memcpy(buf, &in, sizeof(in));
 	memcpy(buf + sizeof(in), e->hdr->op_in, oplen);
 	cur_ent = NULL;
-	if (in.opcode == FUSE_LOOKUP && fs_lookup_may_wait(u->fs, in.nodeid) &&
-	    send_away(e, sizeof(in) + oplen))
-		return;
 	ent_process(e, buf, in.len);
+	pthread_mutex_lock(&u->defer_lock);
+	bool away = e->deferred;
+	pthread_mutex_unlock(&u->defer_lock);
+	if (away)
+		ent_replace(e->t);
 }
 
 char *fs_uring_buffer(size_t size)
@@ -358,8 +514,12 @@ char *fs_uring_buffer(size_t size)
 
 static void poll_wake(struct uring_thread *t)
 {
-	struct io_uring_sqe *sqe = ring_sqe(&t->ring);
+	struct io_uring_sqe *sqe = ring_sqe_flush(&t->ring);
 
+	if (!sqe) {
+		imgfs_err("fs: io_uring queue %d: its submission queue stays full", t->qid);
+		return;
+	}
 	sqe->opcode = IORING_OP_POLL_ADD;
 	sqe->fd = t->evfd;
 	sqe->poll32_events = POLLIN;
@@ -378,8 +538,14 @@ static bool woken(struct uring_thread *t)
 	done = t->done;
 	t->done = NULL;
 	pthread_mutex_unlock(&t->lock);
-	for (; done; done = done->next_done)
-		ent_cmd(done, ring_sqe(&t->ring), URING_CMD_COMMIT_AND_FETCH);
+	for (; done; done = done->next_done) {
+		struct io_uring_sqe *sqe = ring_sqe_flush(&t->ring);
+		if (!sqe) {
+			imgfs_err("fs: io_uring queue %d: cannot commit a reply", t->qid);
+			break;
+		}
+		ent_cmd(done, sqe, URING_CMD_COMMIT_AND_FETCH);
+	}
 	if (__atomic_load_n(&t->u->stop, __ATOMIC_ACQUIRE))
 		return true;
 	poll_wake(t);
@@ -418,7 +584,9 @@ static void *uring_thread_main(void *arg)
 			} else if (cqe->res == 0) {
 				ent_handle(e);
 			} else if (cqe->res == -EAGAIN || cqe->res == -EINTR) {
-				ent_cmd(e, ring_sqe(r), URING_CMD_REGISTER);
+				struct io_uring_sqe *sqe = ring_sqe_flush(r);
+				if (sqe)
+					ent_cmd(e, sqe, URING_CMD_REGISTER);
 			} else {
 				rc = cqe->res; /* -ENOTCONN: unmounted; else refused */
 				stop = true;
@@ -427,6 +595,8 @@ static void *uring_thread_main(void *arg)
 		__atomic_store_n(r->cq_head, head, __ATOMIC_RELEASE);
 		if (stop)
 			break;
+		if (t->poke && ring_enter(r, false) == 0)
+			poke(t);
 	}
 	ring_enter(r, false); /* the commits of replies made meanwhile */
 	if (rc < 0 && rc != -ENOTCONN && !__atomic_load_n(&u->fs->exiting, __ATOMIC_ACQUIRE))
@@ -445,9 +615,11 @@ static ssize_t uring_writev(int fd, struct iovec *iov, int count, void *userdata
 		return writev(fd, iov, count);
 	if (e && out->unique == e->unique)
 		return ent_reply(e, iov, count);
-	if (!__atomic_exchange_n(&u->init_seen, 1, __ATOMIC_ACQ_REL)) {
-		/* the first reply is INIT's (the kernel sends nothing else
-		 * before): ask for io_uring, and start serving it */
+	/* a reply made later, maybe on another thread */
+	if ((e = take_deferred(u, out->unique)))
+		return ent_reply(e, iov, count);
+	if (fs_init_reply(u->fs, iov, count)) {
+		/* ask for io_uring, and start serving it */
 		struct fuse_init_out *init =
 		    count >= 2 && !out->error && iov[1].iov_len >= sizeof(*init) ? iov[1].iov_base
 										 : NULL;
@@ -533,7 +705,7 @@ static int possible_cpus(void)
 	return max >= 0 ? max + 1 : get_nprocs_conf();
 }
 
-void fs_uring_setup(struct fs *fs)
+void fs_uring_setup(struct fs *fs, const char *mountpoint)
 {
 	struct fs_uring *u;
 
@@ -544,16 +716,23 @@ void fs_uring_setup(struct fs *fs)
 	u = calloc(1, sizeof(*u));
 	if (!u)
 		return;
-	pthread_mutex_init(&u->away_lock, NULL);
-	pthread_cond_init(&u->away_cond, NULL);
+	pthread_mutex_init(&u->defer_lock, NULL);
+	pthread_mutex_init(&u->poke_lock, NULL);
+	pthread_cond_init(&u->poke_cond, NULL);
 	u->fs = fs;
+	u->mountpoint = realpath(mountpoint, NULL);
+	if (!u->mountpoint)
+		goto fail;
 	u->devfd = fuse_session_fd(fs->se);
 	/* the kernel wants room for its biggest request: max_pages pages (libfuse
 	 * asks for FUSE_MAX_MAX_PAGES, 256) or max_write */
 	u->payload_size = (size_t)256 * (size_t)sysconf(_SC_PAGESIZE);
 	if (u->payload_size < (1u << 20))
 		u->payload_size = 1u << 20;
-	u->nthreads = possible_cpus() * FS_URING_THREADS;
+	u->nqueues = possible_cpus();
+	if (u->nqueues < 1 || u->nqueues > 4096)
+		goto fail;
+	u->nthreads = u->nqueues * FS_URING_THREADS;
 	u->threads = calloc((size_t)u->nthreads, sizeof(*u->threads));
 	if (!u->threads)
 		goto fail;
@@ -567,20 +746,12 @@ void fs_uring_setup(struct fs *fs)
 		t->u = u;
 		t->qid = i / FS_URING_THREADS;
 		t->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-		if (t->evfd < 0 || ring_setup(&t->ring, 2 * FS_URING_DEPTH + 2) < 0)
+		if (t->evfd < 0 || ring_setup(&t->ring, FS_URING_SQ) < 0)
 			goto fail;
 		for (int k = 0; k < FS_URING_DEPTH; k++) {
-			struct uring_ent *e = &t->ent[k];
-			e->t = t;
-			e->hdr = calloc(1, sizeof(*e->hdr));
-			/* untouched pages cost nothing until a big request uses them */
-			e->area = mmap(NULL, HEADROOM + u->payload_size, PROT_READ | PROT_WRITE,
-				       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-			if (!e->hdr || e->area == MAP_FAILED) {
-				e->area = NULL;
+			if (ent_init(&t->ent[k], t) < 0)
 				goto fail;
-			}
-			e->payload = e->area + HEADROOM;
+			t->nents++;
 		}
 	}
 	const struct fuse_custom_io io = {
@@ -603,13 +774,18 @@ void fs_uring_stop(struct fs *fs)
 
 	if (!u)
 		return;
-	/* requests sent away end soon once the session has (a pull's waiter
-	 * sees it and answers EINTR); their replies need the ring threads */
-	pthread_mutex_lock(&u->away_lock);
-	while (u->away > 0)
-		pthread_cond_wait(&u->away_cond, &u->away_lock);
-	pthread_mutex_unlock(&u->away_lock);
+	/* lookups still waiting for pulls are not answered: the connection
+	 * is gone */
 	__atomic_store_n(&u->stop, 1, __ATOMIC_RELEASE);
+	/* a poke's STATFS is answered, or fails now that the mount is gone */
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += 2;
+	pthread_mutex_lock(&u->poke_lock);
+	while (u->pokes > 0 && pthread_cond_timedwait(&u->poke_cond, &u->poke_lock, &until) == 0)
+		;
+	int pokes = u->pokes;
+	pthread_mutex_unlock(&u->poke_lock);
 	for (int i = 0; u->threads && i < u->nthreads; i++) {
 		struct uring_thread *t = &u->threads[i];
 		if (t->started) {
@@ -619,15 +795,31 @@ void fs_uring_stop(struct fs *fs)
 			pthread_join(t->tid, NULL);
 		}
 	}
+	pthread_mutex_lock(&u->defer_lock);
+	bool deferred = u->deferred;
+	pthread_mutex_unlock(&u->defer_lock);
+	if (pokes || deferred) {
+		/* a poke, or a pull answering a lookup, may still use them: the
+		 * process ends soon (with pulls running, at once) */
+		imgfs_debug("fs: io_uring: %d pokes, %s lookups waiting: state kept", pokes,
+			    deferred ? "some" : "no");
+		return;
+	}
+	free(u->mountpoint);
 	for (int i = 0; u->threads && i < u->nthreads; i++) {
 		struct uring_thread *t = &u->threads[i];
 		ring_free(&t->ring);
 		if (t->evfd >= 0)
 			close(t->evfd);
 		for (int k = 0; k < FS_URING_DEPTH; k++) {
-			free(t->ent[k].hdr);
-			if (t->ent[k].area)
-				munmap(t->ent[k].area, HEADROOM + u->payload_size);
+			if (t->ent[k].t)
+				ent_destroy(&t->ent[k]);
+		}
+		while (t->extra) {
+			struct uring_ent *e = t->extra;
+			t->extra = e->next_extra;
+			ent_destroy(e);
+			free(e);
 		}
 	}
 	free(u->threads);
