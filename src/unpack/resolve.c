@@ -165,12 +165,13 @@ void unpack_set_destroy(struct unpack_set *s)
 
 /* ---- resolution and implied parents ----------------------------------- */
 
+/* Non-empty components of path ("a//b/" has 2). */
 static size_t count_components(const char *path)
 {
-	size_t n = *path ? 1 : 0;
+	size_t n = 0;
 
-	for (; *path; path++)
-		n += *path == '/';
+	for (const char *p = path; *p; p++)
+		n += *p != '/' && (p == path || p[-1] == '/');
 	return n;
 }
 
