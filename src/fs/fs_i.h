@@ -55,14 +55,27 @@ enum fs_kind { FS_VIRT = 1, FS_PASS = 2 };
 struct fs_inode {
 	enum fs_kind kind;
 	uint64_t nlookup;	/* fs->inode_lock */
+	unsigned refs;		/* fs->inode_lock: inodes naming this one their parent, and
+				 * reopens walking through it; freed when both are 0 */
 	struct fs_inode *hnext; /* fs->inode_lock */
-	/* FS_PASS (immutable after creation) */
-	struct fs_view *view;
-	int fd;	 /* O_PATH|O_NOFOLLOW */
-	int rfd; /* O_RDONLY for READs, opened at the first and kept (atomic), or -1 */
-	dev_t dev;
-	ino_t ino;
-	mode_t type; /* S_IFMT bits */
+	/* FS_PASS */
+	struct fs_view *view; /* immutable */
+	dev_t dev;	      /* immutable */
+	ino_t ino;	      /* immutable */
+	mode_t type;	      /* immutable: S_IFMT bits */
+	/* The name it is opened again by once the fd budget closed its fds: name in
+	 * parent, or (parent NULL) a path below the view's backing root. */
+	struct fs_inode *parent; /* fs->inode_lock (a ref: parent->refs) */
+	char *name;		 /* fs->inode_lock */
+	/* fds (fdcache.c). fd, and rfd once opened, are closed together by the
+	 * fd budget, only while fd_users is 0: take them with fs_pin_get. */
+	int fd;			  /* atomic: O_PATH|O_NOFOLLOW, or -1 */
+	int rfd;		  /* atomic: O_RDONLY for READs, or -1 */
+	unsigned fd_users;	  /* atomic: pins (and FD_EVICTING while closing) */
+	bool fd_used;		  /* atomic: used since the budget's clock hand passed */
+	bool fd_keep;		  /* fs->fd_lock: its name is gone: never closed */
+	struct fs_inode *fd_prev; /* fs->fd_lock: the ring of closable fds */
+	struct fs_inode *fd_next; /* fs->fd_lock */
 	/* read-ahead (readahead.c), fs->ra_lock */
 	struct fs_ra *listing; /* a directory: its last listing */
 	struct fs_ra *ra;      /* the listing it was last listed in */
@@ -78,6 +91,29 @@ struct fs_inode {
 	bool per_user;
 	uid_t uid;
 };
+
+/* fdcache.c: the fd budget: a quarter of the open-file limit, at most this */
+#define FS_FD_MAX 4096
+struct fs_pin {
+	struct fs *fs;
+	struct fs_inode *in; /* NULL: nothing pinned */
+	int fd;		     /* in->fd */
+};
+void fs_fd_init(struct fs *fs);
+/* Pin a passthrough inode's fds for a request: its O_PATH fd is opened again
+ * (by its name) if the budget closed it, and in->fd (pin->fd) and in->rfd stay
+ * open until fs_pin_put. 0 or -errno (ESTALE: the name leads elsewhere now). */
+int fs_pin_get(struct fs *fs, struct fs_inode *in, struct fs_pin *pin);
+void fs_pin_put(struct fs_pin *pin);
+#define _cleanup_pin_ __attribute__((cleanup(fs_pin_put)))
+/* A pinned inode's O_RDONLY fd for READs, opened at the first and kept. fd or -errno. */
+int fs_inode_rfd(struct fs *fs, struct fs_inode *in);
+/* Count a fresh inode's fd (in not shared yet) in the budget. */
+void fs_fd_add(struct fs *fs, struct fs_inode *in, int fd);
+/* A pinned inode lost its name: keep its fds until it is freed. */
+void fs_fd_keep(struct fs *fs, struct fs_inode *in);
+/* An inode being freed: close its fds. */
+void fs_fd_drop(struct fs *fs, struct fs_inode *in);
 
 /* ---- the catalog of images (tree.c) -------------------------------------- */
 
@@ -134,9 +170,15 @@ struct fs {
 	/* *fetch with anonymous set, for other users' pulls: a shallow copy
 	 * (borrows fetch's storage, never destroyed) */
 	struct imgfs_fetch_config fetch_anon;
-	unsigned long rfds;    /* atomic: read fds cached in inodes (fs_inode.rfd) */
-	unsigned long rfd_max; /* set at init: a quarter of the open-file limit, so cached
-				* read fds never starve lookups of fds for their O_PATH fds */
+	/* The fd budget (fdcache.c): the O_PATH and read fds inodes keep, at most
+	 * fd_max (set at init from the open-file limit); beyond it the least
+	 * recently used are closed and opened again by name when needed. */
+	pthread_mutex_t fd_lock;
+	unsigned long fd_open;	  /* fd_lock: fds kept by inodes */
+	unsigned long fd_max;	  /* set at init */
+	struct fs_inode *fd_hand; /* fd_lock: the clock hand in the ring */
+	bool fd_evicted;	  /* fd_lock: logged that the budget closes fds */
+	unsigned long names_gen;  /* atomic: a rename or unlink changed a name */
 	bool read_only;
 	bool blobs_all; /* -o blobs=all: layer blobs readable by all, not root only */
 	bool debug;
@@ -228,22 +270,38 @@ int fs_inodes_init(struct fs *fs);
 struct fs_inode *fs_inode_get(struct fs *fs, fuse_ino_t ino);
 fuse_ino_t fs_inode_id(struct fs *fs, struct fs_inode *in);
 /* Find or create the passthrough inode for fd (takes ownership of fd in every
- * case) in view, and count one lookup. 0 or -errno; *st filled. */
-int fs_inode_pass(struct fs *fs, struct fs_view *view, int fd, struct stat *st,
-		  struct fs_inode **out);
+ * case) in view, named name in parent (parent NULL: name is a path below the
+ * view's backing root), and count one lookup. 0 or -errno; *st filled. */
+int fs_inode_pass(struct fs *fs, struct fs_view *view, struct fs_inode *parent, const char *name,
+		  int fd, struct stat *st, struct fs_inode **out);
 /* Find or create the virtual inode for path, counting one lookup. */
 struct fs_inode *fs_inode_virt(struct fs *fs, const char *path);
 /* The same for uid's own inode of a per-user file (fs_node.per_user). */
 struct fs_inode *fs_inode_virt_user(struct fs *fs, const char *path, uid_t uid);
 void fs_inode_forget(struct fs *fs, struct fs_inode *in, uint64_t n);
-/* Close an inode's fds and free it (forgotten, out of the table). */
+/* Free an inode out of the table (its fds closed), then its parent if this
+ * was the last thing keeping it. */
 void fs_inode_free(struct fs *fs, struct fs_inode *in);
+/* Drop a ref (fs_inode.refs) taken under inode_lock. */
+void fs_inode_unref(struct fs *fs, struct fs_inode *in);
 /* At exit: free every inode, view and backing. */
 void fs_inodes_free(struct fs *fs);
-/* Keep fd (O_RDONLY) as in's read fd for READs: the fd kept from now on (fd,
- * or one kept before, and fd is closed), or -1 when the fd budget is spent
- * (fd stays the caller's). */
-int fs_inode_keep_rfd(struct fs *fs, struct fs_inode *in, int fd);
+/*
+ * Names in a writable view change by renames and unlinks through the mount;
+ * inodes are opened again by name (fdcache.c), so these keep the names true.
+ * fs_inode_at: before name in parent (pinned) goes away or moves, the inode
+ * it names if the table has one, with its fd pinned in *pin (open while the
+ * name still leads to it), else NULL. After the change succeeded:
+ * fs_inode_moved (a rename took it from parent/name to newparent/newname) or
+ * fs_inode_unnamed (parent/name was removed or replaced); then fs_inode_put.
+ */
+struct fs_inode *fs_inode_at(struct fs *fs, struct fs_pin *parent, const char *name,
+			     struct fs_pin *pin);
+void fs_inode_moved(struct fs *fs, struct fs_inode *in, struct fs_inode *parent, const char *name,
+		    struct fs_inode *newparent, const char *newname);
+void fs_inode_unnamed(struct fs *fs, struct fs_inode *in, struct fs_inode *parent,
+		      const char *name);
+void fs_inode_put(struct fs *fs, struct fs_inode *in, struct fs_pin *pin);
 uint64_t fs_path_ino(const char *path);
 /* The view for vpath over the backing named key, made with make() on first use. */
 struct fs_view *fs_view_get(struct fs *fs, const char *vpath, const char *key, bool immutable,
@@ -368,8 +426,8 @@ void fs_raise_read_ahead(struct fs *fs);
 
 /* ops.c */
 extern const struct fuse_lowlevel_ops fs_ops;
-/* The attributes shown for a passthrough inode of view v (fd: its O_PATH fd),
- * given its real ones in st: blobs/ hides layer blobs from other users. */
-void fs_pass_attr(struct fs *fs, const struct fs_view *v, int fd, struct stat *st);
+/* The attributes shown for passthrough inode in, given its real ones in st:
+ * blobs/ hides layer blobs from other users. */
+void fs_pass_attr(struct fs *fs, struct fs_inode *in, struct stat *st);
 
 #endif

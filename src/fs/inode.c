@@ -3,7 +3,9 @@
  * The inode table. A FUSE node id is the address of its struct fs_inode (the
  * root is id 1). Passthrough inodes are keyed by (view, st_dev, st_ino) of the
  * backing inode, virtual ones by their path, so a file keeps its node id (and
- * st_ino) while mounted. Lookup counts follow the kernel's forget semantics.
+ * st_ino) while mounted. Lookup counts follow the kernel's forget semantics;
+ * a passthrough inode also lives while inodes below it name it their parent
+ * (refs), since they are opened again through it (fdcache.c).
  */
 #include "fs_i.h"
 
@@ -99,8 +101,19 @@ static void table_insert(struct fs *fs, struct fs_inode *in)
 	fs->hcount++;
 }
 
-int fs_inode_pass(struct fs *fs, struct fs_view *view, int fd, struct stat *st,
-		  struct fs_inode **out)
+/* inode_lock held. */
+static struct fs_inode *find_pass_locked(struct fs *fs, const struct fs_view *view, dev_t dev,
+					 ino_t ino)
+{
+	struct fs_inode *in = fs->htab[hash_pass(view, dev, ino) & (fs->hsize - 1)];
+
+	while (in && !(in->kind == FS_PASS && in->view == view && in->dev == dev && in->ino == ino))
+		in = in->hnext;
+	return in;
+}
+
+int fs_inode_pass(struct fs *fs, struct fs_view *view, struct fs_inode *parent, const char *name,
+		  int fd, struct stat *st, struct fs_inode **out)
 {
 	struct fs_inode *in, *fresh;
 
@@ -109,36 +122,45 @@ int fs_inode_pass(struct fs *fs, struct fs_view *view, int fd, struct stat *st,
 		close(fd);
 		return -e;
 	}
-	pthread_mutex_lock(&fs->inode_lock);
-	for (in = fs->htab[hash_pass(view, st->st_dev, st->st_ino) & (fs->hsize - 1)]; in;
-	     in = in->hnext) {
-		if (in->kind == FS_PASS && in->view == view && in->dev == st->st_dev &&
-		    in->ino == st->st_ino)
-			break;
-	}
-	if (in) {
-		in->nlookup++;
-		pthread_mutex_unlock(&fs->inode_lock);
-		close(fd);
-		*out = in;
-		return 0;
-	}
 	fresh = calloc(1, sizeof(*fresh));
-	if (!fresh) {
-		pthread_mutex_unlock(&fs->inode_lock);
+	if (fresh)
+		fresh->name = strdup(name);
+	if (!fresh || !fresh->name) {
+		free(fresh);
 		close(fd);
 		return -ENOMEM;
 	}
+	pthread_mutex_lock(&fs->inode_lock);
+	in = find_pass_locked(fs, view, st->st_dev, st->st_ino);
+	if (in) {
+		in->nlookup++;
+		pthread_mutex_unlock(&fs->inode_lock);
+		free(fresh->name);
+		free(fresh);
+		/* the kernel holds it now, so it lives on: its fd, if the budget closed it */
+		if (__atomic_load_n(&in->fd, __ATOMIC_ACQUIRE) < 0)
+			fs_fd_add(fs, in, fd);
+		else
+			close(fd);
+		*out = in;
+		return 0;
+	}
 	fresh->kind = FS_PASS;
 	fresh->view = view;
-	fresh->fd = fd;
+	fresh->fd = -1;
 	fresh->rfd = -1;
 	fresh->dev = st->st_dev;
 	fresh->ino = st->st_ino;
 	fresh->type = st->st_mode & S_IFMT;
 	fresh->nlookup = 1;
+	fresh->parent = parent;
+	if (parent)
+		parent->refs++;
 	table_insert(fs, fresh);
 	pthread_mutex_unlock(&fs->inode_lock);
+	/* unlocked: the fds the budget closes for it are closed here (a request
+	 * finding it meanwhile opens it by name, and this fd is closed) */
+	fs_fd_add(fs, fresh, fd);
 	*out = fresh;
 	return 0;
 }
@@ -192,39 +214,79 @@ struct fs_inode *fs_inode_virt_user(struct fs *fs, const char *path, uid_t uid)
 	return inode_virt(fs, path, true, uid);
 }
 
-void fs_inode_free(struct fs *fs, struct fs_inode *in)
+/* Close an inode's fds and free it. */
+static void inode_destroy(struct fs *fs, struct fs_inode *in)
 {
-	if (in->fd >= 0)
-		close(in->fd);
-	if (in->rfd >= 0) {
-		close(in->rfd);
-		__atomic_sub_fetch(&fs->rfds, 1, __ATOMIC_RELAXED);
-	}
+	if (in->kind == FS_PASS)
+		fs_fd_drop(fs, in);
+	free(in->name);
 	free(in->path);
 	free(in);
 }
 
-void fs_inode_forget(struct fs *fs, struct fs_inode *in, uint64_t n)
+/* inode_lock held. */
+static void table_remove(struct fs *fs, struct fs_inode *in)
 {
-	struct fs_inode **pp;
-
-	pthread_mutex_lock(&fs->inode_lock);
-	if (n > in->nlookup)
-		n = in->nlookup;
-	in->nlookup -= n;
-	if (in->nlookup || in == &fs->root_inode) {
-		pthread_mutex_unlock(&fs->inode_lock);
-		return;
-	}
-	for (pp = &fs->htab[inode_hash(in) & (fs->hsize - 1)]; *pp; pp = &(*pp)->hnext) {
+	for (struct fs_inode **pp = &fs->htab[inode_hash(in) & (fs->hsize - 1)]; *pp;
+	     pp = &(*pp)->hnext) {
 		if (*pp == in) {
 			*pp = in->hnext;
 			fs->hcount--;
 			break;
 		}
 	}
+}
+
+/* Out of the table if nothing keeps in any more: true when the caller is to
+ * free it (the read-ahead thread frees it if it is using it). inode_lock held. */
+static bool release_locked(struct fs *fs, struct fs_inode *in)
+{
+	if (in == &fs->root_inode || in->nlookup || in->refs)
+		return false;
+	table_remove(fs, in);
+	return true;
+}
+
+void fs_inode_free(struct fs *fs, struct fs_inode *in)
+{
+	/* up the parents a loop, not a recursion: trees may be deep */
+	while (in) {
+		struct fs_inode *p = in->parent;
+		bool free_p;
+		inode_destroy(fs, in);
+		if (!p)
+			break;
+		pthread_mutex_lock(&fs->inode_lock);
+		p->refs--;
+		free_p = release_locked(fs, p);
+		pthread_mutex_unlock(&fs->inode_lock);
+		in = free_p && !fs_ra_forget(fs, p) ? p : NULL;
+	}
+}
+
+void fs_inode_unref(struct fs *fs, struct fs_inode *in)
+{
+	bool dead;
+
+	pthread_mutex_lock(&fs->inode_lock);
+	in->refs--;
+	dead = release_locked(fs, in);
 	pthread_mutex_unlock(&fs->inode_lock);
-	if (!fs_ra_forget(fs, in))
+	if (dead && !fs_ra_forget(fs, in))
+		fs_inode_free(fs, in);
+}
+
+void fs_inode_forget(struct fs *fs, struct fs_inode *in, uint64_t n)
+{
+	bool dead;
+
+	pthread_mutex_lock(&fs->inode_lock);
+	if (n > in->nlookup)
+		n = in->nlookup;
+	in->nlookup -= n;
+	dead = release_locked(fs, in);
+	pthread_mutex_unlock(&fs->inode_lock);
+	if (dead && !fs_ra_forget(fs, in))
 		fs_inode_free(fs, in);
 }
 
@@ -234,7 +296,7 @@ void fs_inodes_free(struct fs *fs)
 		for (struct fs_inode *in = fs->htab[i], *next; in; in = next) {
 			next = in->hnext;
 			fs_ra_forget(fs, in);
-			fs_inode_free(fs, in);
+			inode_destroy(fs, in);
 		}
 	}
 	free(fs->htab);
@@ -256,20 +318,80 @@ void fs_inodes_free(struct fs *fs)
 	fs->backings = NULL;
 }
 
-int fs_inode_keep_rfd(struct fs *fs, struct fs_inode *in, int fd)
-{
-	int expect = -1;
+/* ---- names that change ------------------------------------------------------ */
 
-	if (__atomic_add_fetch(&fs->rfds, 1, __ATOMIC_RELAXED) > fs->rfd_max) {
-		__atomic_sub_fetch(&fs->rfds, 1, __ATOMIC_RELAXED);
-		return -1;
+struct fs_inode *fs_inode_at(struct fs *fs, struct fs_pin *parent, const char *name,
+			     struct fs_pin *pin)
+{
+	struct fs_view *view = parent->in->view;
+	struct fs_inode *in;
+	struct stat st;
+
+	if (fstatat(parent->fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return NULL;
+	pthread_mutex_lock(&fs->inode_lock);
+	in = find_pass_locked(fs, view, st.st_dev, st.st_ino);
+	if (in)
+		in->refs++;
+	pthread_mutex_unlock(&fs->inode_lock);
+	if (in && fs_pin_get(fs, in, pin) < 0) {
+		fs_inode_unref(fs, in);
+		return NULL;
 	}
-	if (__atomic_compare_exchange_n(&in->rfd, &expect, fd, false, __ATOMIC_ACQ_REL,
-					__ATOMIC_ACQUIRE))
-		return fd;
-	__atomic_sub_fetch(&fs->rfds, 1, __ATOMIC_RELAXED);
-	close(fd); /* another got there first */
-	return expect;
+	return in;
+}
+
+void fs_inode_put(struct fs *fs, struct fs_inode *in, struct fs_pin *pin)
+{
+	if (!in)
+		return;
+	fs_pin_put(pin);
+	fs_inode_unref(fs, in);
+}
+
+/* Whether in is opened again by parent/name. inode_lock held. */
+static bool named_locked(const struct fs_inode *in, const struct fs_inode *parent, const char *name)
+{
+	return in->parent == parent && !strcmp(in->name, name);
+}
+
+void fs_inode_moved(struct fs *fs, struct fs_inode *in, struct fs_inode *parent, const char *name,
+		    struct fs_inode *newparent, const char *newname)
+{
+	char *copy = strdup(newname), *old = NULL;
+	bool named;
+
+	pthread_mutex_lock(&fs->inode_lock);
+	named = named_locked(in, parent, name);
+	if (named && copy) {
+		old = in->name;
+		in->name = steal_pointer(&copy);
+		newparent->refs++;
+		in->parent = newparent;
+		__atomic_add_fetch(&fs->names_gen, 1, __ATOMIC_RELEASE);
+	}
+	pthread_mutex_unlock(&fs->inode_lock);
+	if (old)
+		fs_inode_unref(fs, parent); /* alive: the kernel holds it for the rename */
+	else if (named)
+		fs_fd_keep(fs, in); /* out of memory: its fds rather than a wrong name */
+	free(copy);
+	free(old);
+}
+
+void fs_inode_unnamed(struct fs *fs, struct fs_inode *in, struct fs_inode *parent, const char *name)
+{
+	bool named;
+
+	pthread_mutex_lock(&fs->inode_lock);
+	named = named_locked(in, parent, name);
+	if (named)
+		__atomic_add_fetch(&fs->names_gen, 1, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&fs->inode_lock);
+	/* its name is gone (other hard links may be left, but which is not
+	 * known): it keeps its fds until the kernel forgets it */
+	if (named)
+		fs_fd_keep(fs, in);
 }
 
 /* ---- views and backings --------------------------------------------------- */

@@ -3,9 +3,9 @@
  * FUSE low-level operations that read: lookup, getattr, readlink, open/read,
  * directories, xattrs, statfs. Virtual nodes are answered from the tree;
  * passthrough nodes by fd-relative calls on their O_PATH fd (as libfuse's
- * passthrough_ll does), reads copied from the backing file through a
- * per-thread buffer (see fs_op_read). Workers return 0 or -errno; each
- * handler sends exactly one reply.
+ * passthrough_ll does; pinned for the request, fdcache.c), reads copied from the backing file
+ * through a per-thread buffer (see fs_op_read). Workers return 0 or -errno; each handler sends
+ * exactly one reply.
  */
 #include "fs_i.h"
 #include "ops_i.h"
@@ -82,12 +82,18 @@ static bool blob_is_document(struct fs *fs, int fd)
 	return ml >= 4 && !strcmp(mt + ml - 4, "json");
 }
 
-void fs_pass_attr(struct fs *fs, const struct fs_view *v, int fd, struct stat *st)
+void fs_pass_attr(struct fs *fs, struct fs_inode *in, struct stat *st)
 {
-	if (fs->blobs_all || !S_ISREG(st->st_mode) || strcmp(v->b->key, "blobs") ||
-	    !(st->st_mode & 077) || blob_is_document(fs, fd))
+	struct fs_pin pin;
+	bool doc;
+
+	if (fs->blobs_all || !S_ISREG(st->st_mode) || strcmp(in->view->b->key, "blobs") ||
+	    !(st->st_mode & 077))
 		return;
-	st->st_mode &= ~(mode_t)077;
+	doc = fs_pin_get(fs, in, &pin) == 0 && blob_is_document(fs, pin.fd);
+	fs_pin_put(&pin);
+	if (!doc)
+		st->st_mode &= ~(mode_t)077;
 }
 
 /* nlink of a virtual directory: 2 + its subdirectories. */
@@ -110,9 +116,13 @@ int fs_do_getattr(struct fs *fs, struct fs_inode *in, uid_t uid, struct stat *st
 	int rc;
 
 	if (in->kind == FS_PASS) {
-		if (fstatat(in->fd, "", st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0)
+		_cleanup_pin_ struct fs_pin pin = {0};
+		rc = fs_pin_get(fs, in, &pin);
+		if (rc < 0)
+			return rc;
+		if (fstatat(pin.fd, "", st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0)
 			return -errno;
-		fs_pass_attr(fs, in->view, in->fd, st);
+		fs_pass_attr(fs, in, st);
 		return 0;
 	}
 	rc = fs_tree_resolve(fs, in->path, uid, &n);
@@ -144,31 +154,34 @@ static void warn_out_of_fds(struct fs *fs)
 	pthread_mutex_lock(&fs->inode_lock);
 	inodes = fs->hcount;
 	pthread_mutex_unlock(&fs->inode_lock);
-	imgfs_warn(
-	    "fs: out of open files (limit %llu): each of the %zu files and directories the "
-	    "kernel remembers holds one, and lookups fail with EMFILE until it forgets some; "
-	    "raise the daemon's RLIMIT_NOFILE (LimitNOFILE=, or the hard limit of the shell)",
-	    (unsigned long long)rl.rlim_cur, inodes);
+	imgfs_warn("fs: out of open files (limit %llu, %zu inodes, at most %lu fds kept for them): "
+		   "requests fail with EMFILE meanwhile; raise the daemon's RLIMIT_NOFILE "
+		   "(LimitNOFILE=, or the hard limit of the shell)",
+		   (unsigned long long)rl.rlim_cur, inodes, fs->fd_max);
 }
 
 /* Fill e for a passthrough child of parent named name. */
 int fs_do_lookup_pass(struct fs *fs, struct fs_inode *parent, const char *name,
 		      struct fuse_entry_param *e)
 {
+	_cleanup_pin_ struct fs_pin pin = {0};
 	struct fs_inode *in;
 	int fd, rc;
 
-	fd = openat(parent->fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	rc = fs_pin_get(fs, parent, &pin);
+	if (rc < 0)
+		return rc;
+	fd = openat(pin.fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0) {
 		rc = -errno;
 		if (rc == -EMFILE)
 			warn_out_of_fds(fs);
 		return rc;
 	}
-	rc = fs_inode_pass(fs, parent->view, fd, &e->attr, &in);
+	rc = fs_inode_pass(fs, parent->view, parent, name, fd, &e->attr, &in);
 	if (rc < 0)
 		return rc;
-	fs_pass_attr(fs, in->view, in->fd, &e->attr);
+	fs_pass_attr(fs, in, &e->attr);
 	e->ino = fs_inode_id(fs, in);
 	e->attr_timeout = e->entry_timeout = fs_attr_timeout(in);
 	return 0;
@@ -194,7 +207,7 @@ static int lookup_view(struct fs *fs, const char *path, const struct fs_node *n,
 	fd = openat(v->b->fd, ".", O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
-	rc = fs_inode_pass(fs, v, fd, &e->attr, &in);
+	rc = fs_inode_pass(fs, v, NULL, ".", fd, &e->attr, &in);
 	if (rc < 0)
 		return rc;
 	e->ino = fs_inode_id(fs, in);
@@ -216,10 +229,10 @@ static int lookup_blob(struct fs *fs, const struct fs_node *n, struct fuse_entry
 	fd = openat(v->b->fd, n->blob, O_PATH | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
-	rc = fs_inode_pass(fs, v, fd, &e->attr, &in);
+	rc = fs_inode_pass(fs, v, NULL, n->blob, fd, &e->attr, &in);
 	if (rc < 0)
 		return rc;
-	fs_pass_attr(fs, v, in->fd, &e->attr);
+	fs_pass_attr(fs, in, &e->attr);
 	e->ino = fs_inode_id(fs, in);
 	e->attr_timeout = FS_TIMEOUT_IMMUTABLE;
 	e->entry_timeout = FS_TIMEOUT_VIRTUAL;
@@ -375,14 +388,21 @@ static void fs_op_readlink(fuse_req_t req, fuse_ino_t ino)
 {
 	struct fs *fs = fuse_req_userdata(req);
 	struct fs_inode *in = fs_inode_get(fs, ino);
+	_cleanup_pin_ struct fs_pin pin = {0};
 	char buf[PATH_MAX + 1];
 	ssize_t n;
+	int rc;
 
 	if (in->kind != FS_PASS) {
 		fuse_reply_err(req, EINVAL);
 		return;
 	}
-	n = readlinkat(in->fd, "", buf, sizeof(buf));
+	rc = fs_pin_get(fs, in, &pin);
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	n = readlinkat(pin.fd, "", buf, sizeof(buf));
 	if (n < 0) {
 		fuse_reply_err(req, errno);
 		return;
@@ -402,6 +422,7 @@ struct fs_genfile {
 	size_t len;
 };
 
+/* in pinned */
 int fs_proc_path(const struct fs_inode *in, char *buf, size_t len)
 {
 	return snprintf(buf, len, "/proc/self/fd/%d", in->fd) < (int)len ? 0 : -ENAMETOOLONG;
@@ -412,6 +433,7 @@ static void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	struct fs *fs = fuse_req_userdata(req);
 	struct fs_inode *in = fs_inode_get(fs, ino);
 	bool wr = (fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC);
+	struct fs_pin pin;
 	char path[64];
 	int fd;
 
@@ -452,10 +474,16 @@ static void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		fuse_reply_err(req, EROFS);
 		return;
 	}
-	fs_proc_path(in, path, sizeof(path));
-	fd = open(path, (fi->flags & ~(O_NOFOLLOW | O_CREAT | O_EXCL)) | O_CLOEXEC);
+	fd = fs_pin_get(fs, in, &pin);
+	if (fd == 0) {
+		fs_proc_path(in, path, sizeof(path));
+		fd = open(path, (fi->flags & ~(O_NOFOLLOW | O_CREAT | O_EXCL)) | O_CLOEXEC);
+		if (fd < 0)
+			fd = -errno;
+		fs_pin_put(&pin);
+	}
 	if (fd < 0) {
-		fuse_reply_err(req, errno);
+		fuse_reply_err(req, -fd);
 		return;
 	}
 	fi->fh = (uint64_t)fd;
@@ -465,30 +493,6 @@ static void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		fi->noflush = 1;
 	if (fuse_reply_open(req, fi) == -ENOENT)
 		close(fd); /* interrupted: no release will come */
-}
-
-/* The inode's O_RDONLY fd for READs without an open (no-open support): opened
- * through /proc/self/fd at the first READ and kept until the forget, so a READ
- * costs no open and close of the file and its overlay backing file, and the
- * backing file's read-ahead state lives across READs; -errno on failure. An
- * overlay fd opened before a copy-up reads the copied-up file, so rootfs files
- * written later read right. */
-static int fs_inode_read_fd(struct fs *fs, struct fs_inode *in, bool *temporary)
-{
-	int fd = __atomic_load_n(&in->rfd, __ATOMIC_ACQUIRE), kept;
-	char path[64];
-
-	*temporary = false;
-	if (fd >= 0)
-		return fd;
-	fs_proc_path(in, path, sizeof(path));
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	kept = fs_inode_keep_rfd(fs, in, fd);
-	/* over the fd budget: this one is for this READ */
-	*temporary = kept < 0;
-	return kept < 0 ? fd : kept;
 }
 
 /* A READ buffer of at least size for this thread, kept until it exits. */
@@ -556,8 +560,19 @@ static void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	}
 	if (off == 0)
 		fs_ra_read(fs, in);
-	bool temporary = false;
-	int fd = fi->fh ? (int)fi->fh : fs_inode_read_fd(fs, in, &temporary);
+	/* no open (no-open support): the inode's read fd, opened at the first READ
+	 * and kept while the fd budget allows, so a READ costs no open and close
+	 * of the file and its overlay backing file, and the backing file's
+	 * read-ahead state lives across READs. An overlay fd opened before a
+	 * copy-up reads the copied-up file, so rootfs files written later read
+	 * right. */
+	_cleanup_pin_ struct fs_pin pin = {0};
+	int fd = (int)fi->fh;
+	if (!fd) {
+		fd = fs_pin_get(fs, in, &pin);
+		if (fd == 0)
+			fd = fs_inode_rfd(fs, in);
+	}
 	if (fd < 0) {
 		fuse_reply_err(req, -fd);
 		return;
@@ -574,8 +589,6 @@ static void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		fuse_reply_err(req, mem ? errno : ENOMEM);
 	else
 		fuse_reply_buf(req, mem, (size_t)n);
-	if (temporary)
-		close(fd);
 }
 
 static void fs_op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -627,9 +640,12 @@ static int dir_open(struct fs *fs, struct fs_inode *in, struct fs_dir **out)
 	if (in->kind == FS_VIRT) {
 		rc = fs_tree_list(fs, in->path, &d->ents, &d->n);
 	} else {
-		fd = openat(in->fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		struct fs_pin pin;
+		rc = fs_pin_get(fs, in, &pin);
+		fd = rc < 0 ? -1 : openat(pin.fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		fs_pin_put(&pin);
 		d->dp = fd >= 0 ? fdopendir(fd) : NULL;
-		if (!d->dp) {
+		if (!d->dp && rc == 0) {
 			rc = -errno;
 			if (fd >= 0)
 				close(fd);
@@ -815,10 +831,16 @@ static void fs_op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_in
  * else the bytes. */
 static void reply_xattr(fuse_req_t req, struct fs_inode *in, const char *name, size_t size)
 {
+	_cleanup_pin_ struct fs_pin pin = {0};
 	_cleanup_free_ char *value = NULL;
 	char path[64];
 	ssize_t n;
+	int rc = fs_pin_get(fuse_req_userdata(req), in, &pin);
 
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
 	fs_proc_path(in, path, sizeof(path));
 	if (size) {
 		value = malloc(size);
@@ -867,12 +889,18 @@ static void fs_op_statfs(fuse_req_t req, fuse_ino_t ino)
 {
 	struct fs *fs = fuse_req_userdata(req);
 	struct fs_inode *in = fs_inode_get(fs, ino);
+	_cleanup_pin_ struct fs_pin pin = {0};
 	struct statvfs sv;
 	int rc;
 
-	if (in->kind == FS_PASS)
-		rc = fstatvfs(in->fd, &sv);
-	else
+	if (in->kind == FS_PASS) {
+		rc = fs_pin_get(fs, in, &pin);
+		if (rc < 0) {
+			fuse_reply_err(req, -rc);
+			return;
+		}
+		rc = fstatvfs(pin.fd, &sv);
+	} else
 		rc = statvfs(fs->root, &sv);
 	if (rc < 0)
 		fuse_reply_err(req, errno);

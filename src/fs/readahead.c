@@ -24,8 +24,9 @@
  * the threads only ever open inodes that are alive, through their own O_PATH
  * fd: whatever a name has come to mean since (a fifo, a device) is never
  * opened. A job pins its inodes while it works unlocked; a forget meanwhile
- * leaves the free to the job. The fd opened for a file is kept as its read fd
- * (fs_inode.rfd), so its first READ does not open it again. One thread serves
+ * leaves the free to the job, and it pins their fds (fdcache.c) while it uses
+ * them. The fd opened for a file is kept as its read fd (fs_inode.rfd, in the
+ * fd budget), so its first READ does not open it again. One thread serves
  * files, one subdirectories, so warming a big directory never holds up the
  * files about to be read. Listings are refcounted: the directory inode, each
  * inode that points at one, each queued job.
@@ -236,15 +237,20 @@ struct fs_ra *fs_ra_listing(struct fs *fs, struct fs_inode *dir, off_t off)
 	return ra;
 }
 
-/* A directory about to be listed (pfd: its O_PATH fd): read its entries
- * and inodes into the caches now, so its READDIRPLUS finds them there. */
-static void warm_dir(int pfd)
+/* A directory about to be listed: read its entries and inodes into the
+ * caches now, so its READDIRPLUS finds them there. */
+static void warm_dir(struct fs *fs, struct fs_inode *in)
 {
-	int fd = openat(pfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	struct fs_pin pin;
+	int fd = fs_pin_get(fs, in, &pin) < 0
+		     ? -1
+		     : openat(pin.fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	DIR *dp = fd >= 0 ? fdopendir(fd) : NULL;
 	struct dirent *de;
 	struct stat st;
 	int n = 0;
+
+	fs_pin_put(&pin);
 
 	if (!dp) {
 		if (fd >= 0)
@@ -262,30 +268,23 @@ struct ra_item {
 	struct fs_inode *in;
 	off_t size;
 	bool dir;
-	int fd; /* the file's read fd, or -1 */
+	int fd;		   /* the file's read fd, or -1 */
+	struct fs_pin pin; /* while fd is used */
 };
 
 /* Read ahead the head of a pinned file: open its read fd, keep it for the
  * READs to come at once (as the first READ would have), and ask for the
  * file's first bytes. Through the inode's own O_PATH fd, so it is the file
- * that was listed, whatever has its name now. */
+ * that was listed, whatever has its name now. The fds stay pinned until the
+ * job is done with them (fs_pin_put). */
 static void read_ahead_file(struct fs *fs, struct ra_item *it)
 {
-	char path[64];
-	int fd, kept;
-
 	it->fd = -1;
-	snprintf(path, sizeof(path), "/proc/self/fd/%d", it->in->fd);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
+	if (fs_pin_get(fs, it->in, &it->pin) < 0)
 		return;
-	/* the pin keeps the inode, so its read fd, until this job is done */
-	kept = fs_inode_keep_rfd(fs, it->in, fd);
-	readahead(kept >= 0 ? kept : fd, 0,
-		  (size_t)(it->size < RA_FILE_MAX ? it->size : RA_FILE_MAX));
-	if (kept < 0)
-		close(fd); /* over the fd budget */
-	it->fd = kept;
+	it->fd = fs_inode_rfd(fs, it->in);
+	if (it->fd >= 0)
+		readahead(it->fd, 0, (size_t)(it->size < RA_FILE_MAX ? it->size : RA_FILE_MAX));
 }
 
 /*
@@ -324,12 +323,13 @@ static void run_job(struct fs *fs, const struct fs_ra_job *job, char *buf)
 			continue; /* gone, not asked for, or read, listed or warmed already */
 		in->ra_done = true;
 		in->ra_pins++;
-		items[n++] = (struct ra_item){in, job->ra->ents[i].size, in->type == S_IFDIR, -1};
+		items[n++] = (struct ra_item){
+		    .in = in, .size = job->ra->ents[i].size, .dir = in->type == S_IFDIR, .fd = -1};
 	}
 	pthread_mutex_unlock(&fs->ra_lock);
 	for (size_t k = 0; k < n && !__atomic_load_n(&fs->ra_stop, __ATOMIC_RELAXED); k++) {
 		if (items[k].dir)
-			warm_dir(items[k].in->fd);
+			warm_dir(fs, items[k].in);
 		else
 			read_ahead_file(fs, &items[k]);
 	}
@@ -338,6 +338,8 @@ static void run_job(struct fs *fs, const struct fs_ra_job *job, char *buf)
 		if (items[k].fd >= 0 && (items[k].in->view->immutable || fs->read_only))
 			store_file(fs, &items[k], buf);
 	}
+	for (size_t k = 0; k < n; k++)
+		fs_pin_put(&items[k].pin);
 	pthread_mutex_lock(&fs->ra_lock);
 	for (size_t k = 0; k < n; k++) {
 		struct fs_inode *in = items[k].in;

@@ -33,25 +33,14 @@ static void fuse_log_to_imgfs(enum fuse_log_level level, const char *fmt, va_lis
 		  "fuse: %s", msg);
 }
 
-/* Every inode the kernel remembers holds an O_PATH fd: lift the soft limit
- * on open files to the hard one, as passthrough_hp does. */
+/* Lift the soft limit on open files to the hard one, as passthrough_hp does:
+ * headroom for requests and pulls. Not beyond it: inodes keep at most a
+ * budget of fds (fdcache.c), and the hard limit is the administrator's
+ * (LimitNOFILE=, ulimit -Hn). */
 static void raise_nofile(void)
 {
 	struct rlimit rl;
-	unsigned long nr_open = 0;
-	FILE *f = fopen("/proc/sys/fs/nr_open", "re");
 
-	if (f) {
-		if (fscanf(f, "%lu", &nr_open) != 1)
-			nr_open = 0;
-		fclose(f);
-	}
-	/* root may go up to the kernel's nr_open */
-	if (nr_open && getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_max < nr_open) {
-		struct rlimit want = {nr_open, nr_open};
-		if (setrlimit(RLIMIT_NOFILE, &want) == 0)
-			return;
-	}
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
 		rl.rlim_cur = rl.rlim_max;
 		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
@@ -190,11 +179,7 @@ static void dev_io_setup(struct fs *fs)
 static int fs_init(struct fs *fs, const struct imgfs_fs_opts *opts, struct imgfs_error *err)
 {
 	raise_nofile();
-	{
-		struct rlimit rl;
-		fs->rfd_max =
-		    getrlimit(RLIMIT_NOFILE, &rl) == 0 ? (unsigned long)rl.rlim_cur / 4 : 256;
-	}
+	fs_fd_init(fs);
 	if (open_store(opts, opts->store_dir, &fs->store, err) < 0)
 		return -1;
 	fs->root = imgfs_store_root(fs->store);

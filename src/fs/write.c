@@ -2,7 +2,9 @@
 /*
  * FUSE operations that change things. Only rootfs/ of a read-write mount is
  * writable; everything else answers EROFS. Each change is made fd-relative on
- * the image's overlay mount, so kernel overlayfs does copy-up and whiteouts.
+ * the image's overlay mount (through the inodes' pinned fds, fdcache.c), so
+ * kernel overlayfs does copy-up and whiteouts; renames and unlinks also move
+ * the names inodes are opened again by (fs_inode_moved, fs_inode_unnamed).
  * Creations and xattr changes (ACLs) are made as the caller (caller.c), so the
  * overlay gives them the owner, group, mode and ACL a kernel overlay mount
  * would; the kernel itself checks permissions and ACLs (FUSE_CAP_POSIX_ACL).
@@ -14,14 +16,20 @@
 #include <sys/stat.h>
 #include <sys/xattr.h>
 
-/* The inode if it may be written, else NULL with *err set. */
-static struct fs_inode *writable(fuse_req_t req, fuse_ino_t ino, int *err)
+/* The inode if it may be written, its fd pinned in *pin, else NULL with *err set. */
+static struct fs_inode *writable(fuse_req_t req, fuse_ino_t ino, struct fs_pin *pin, int *err)
 {
 	struct fs *fs = fuse_req_userdata(req);
 	struct fs_inode *in = fs_inode_get(fs, ino);
+	int rc;
 
 	if (in->kind != FS_PASS || !in->view->writable) {
 		*err = EROFS;
+		return NULL;
+	}
+	rc = fs_pin_get(fs, in, pin);
+	if (rc < 0) {
+		*err = -rc;
 		return NULL;
 	}
 	return in;
@@ -42,11 +50,12 @@ static void reply_entry_of(fuse_req_t req, struct fs_inode *parent, const char *
 static void make_node(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev,
 		      const char *link)
 {
+	_cleanup_pin_ struct fs_pin pin = {0};
 	struct fs_caller c;
 	struct fs_inode *p;
 	int err = 0, rc;
 
-	p = writable(req, parent, &err);
+	p = writable(req, parent, &pin, &err);
 	if (p)
 		err = -fs_caller_enter(req, !link, &c);
 	if (err) {
@@ -86,11 +95,14 @@ void fs_op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t parent, const char *n
 {
 	struct fs *fs = fuse_req_userdata(req);
 	struct fs_inode *in = fs_inode_get(fs, ino), *p;
-	int err = 0;
+	_cleanup_pin_ struct fs_pin pin = {0}, ipin = {0};
+	int err = 0, rc;
 
-	p = writable(req, parent, &err);
+	p = writable(req, parent, &pin, &err);
 	if (p && (in->kind != FS_PASS || in->view != p->view))
 		err = EXDEV;
+	if (!err && (rc = fs_pin_get(fs, in, &ipin)) < 0)
+		err = -rc;
 	if (err) {
 		fuse_reply_err(req, err);
 		return;
@@ -102,41 +114,71 @@ void fs_op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t parent, const char *n
 	reply_entry_of(req, p, name);
 }
 
-void fs_op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+static void remove_entry(fuse_req_t req, fuse_ino_t parent, const char *name, int flags)
 {
-	struct fs_inode *p;
+	struct fs *fs = fuse_req_userdata(req);
+	_cleanup_pin_ struct fs_pin pin = {0};
+	struct fs_pin vpin = {0};
+	struct fs_inode *p, *victim;
 	int err = 0;
 
-	p = writable(req, parent, &err);
-	if (p && unlinkat(p->fd, name, 0) < 0)
+	p = writable(req, parent, &pin, &err);
+	if (!p) {
+		fuse_reply_err(req, err);
+		return;
+	}
+	victim = fs_inode_at(fs, &pin, name, &vpin);
+	if (unlinkat(p->fd, name, flags) < 0)
 		err = errno;
+	else if (victim)
+		fs_inode_unnamed(fs, victim, p, name);
+	fs_inode_put(fs, victim, &vpin);
 	fuse_reply_err(req, err);
+}
+
+void fs_op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	remove_entry(req, parent, name, 0);
 }
 
 void fs_op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	struct fs_inode *p;
-	int err = 0;
-
-	p = writable(req, parent, &err);
-	if (p && unlinkat(p->fd, name, AT_REMOVEDIR) < 0)
-		err = errno;
-	fuse_reply_err(req, err);
+	remove_entry(req, parent, name, AT_REMOVEDIR);
 }
 
 void fs_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
 		  const char *newname, unsigned int flags)
 {
-	struct fs_inode *p, *np = NULL;
+	struct fs *fs = fuse_req_userdata(req);
+	_cleanup_pin_ struct fs_pin pin = {0}, npin = {0};
+	struct fs_pin spin = {0}, dpin = {0};
+	struct fs_inode *p, *np = NULL, *src, *dst;
 	int err = 0;
 
-	p = writable(req, parent, &err);
+	p = writable(req, parent, &pin, &err);
 	if (p)
-		np = writable(req, newparent, &err);
+		np = writable(req, newparent, &npin, &err);
 	if (p && np && p->view->b != np->view->b)
 		err = EXDEV;
-	if (!err && renameat2(p->fd, name, np->fd, newname, flags) < 0)
+	if (err) {
+		fuse_reply_err(req, err);
+		return;
+	}
+	/* the inodes whose names this moves or removes, open while they lead there */
+	src = fs_inode_at(fs, &pin, name, &spin);
+	dst = fs_inode_at(fs, &npin, newname, &dpin);
+	if (renameat2(p->fd, name, np->fd, newname, flags) < 0) {
 		err = errno;
+	} else if (src != dst || !src) {
+		if (src)
+			fs_inode_moved(fs, src, p, name, np, newname);
+		if (dst && (flags & RENAME_EXCHANGE))
+			fs_inode_moved(fs, dst, np, newname, p, name);
+		else if (dst)
+			fs_inode_unnamed(fs, dst, np, newname);
+	}
+	fs_inode_put(fs, src, &spin);
+	fs_inode_put(fs, dst, &dpin);
 	fuse_reply_err(req, err);
 }
 
@@ -145,11 +187,12 @@ void fs_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mo
 {
 	struct fs *fs = fuse_req_userdata(req);
 	struct fuse_entry_param e = {0};
+	_cleanup_pin_ struct fs_pin pin = {0};
 	struct fs_caller c;
 	struct fs_inode *p;
 	int err = 0, fd, rc;
 
-	p = writable(req, parent, &err);
+	p = writable(req, parent, &pin, &err);
 	if (p)
 		err = -fs_caller_enter(req, true, &c);
 	if (err) {
@@ -188,12 +231,13 @@ void fs_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set
 		   struct fuse_file_info *fi)
 {
 	struct fs *fs = fuse_req_userdata(req);
+	_cleanup_pin_ struct fs_pin pin = {0};
 	struct fs_inode *in;
 	struct stat st;
 	char path[64];
 	int err = 0, rc;
 
-	in = writable(req, ino, &err);
+	in = writable(req, ino, &pin, &err);
 	if (!in) {
 		fuse_reply_err(req, err);
 		return;
@@ -248,7 +292,8 @@ fail:
 	fuse_reply_err(req, errno);
 }
 
-/* The file handle, or (opened without us) a new fd for this request in *tmp. */
+/* The file handle, or (opened without us) a new fd for this request in *tmp.
+ * in pinned. */
 static int handle_fd(struct fs_inode *in, struct fuse_file_info *fi, int flags, int *tmp)
 {
 	char path[64];
@@ -264,12 +309,13 @@ void fs_op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in_buf,
 		     struct fuse_file_info *fi)
 {
 	struct fuse_bufvec out = FUSE_BUFVEC_INIT(fuse_buf_size(in_buf));
+	_cleanup_pin_ struct fs_pin pin = {0};
 	_cleanup_close_ int tmp = -1;
 	struct fs_inode *in;
 	ssize_t n;
 	int err = 0, fd;
 
-	in = writable(req, ino, &err);
+	in = writable(req, ino, &pin, &err);
 	if (!in) {
 		fuse_reply_err(req, err);
 		return;
@@ -301,11 +347,14 @@ void fs_op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_
 {
 	struct fs *fs = fuse_req_userdata(req);
 	struct fs_inode *in = fs_inode_get(fs, ino);
+	_cleanup_pin_ struct fs_pin pin = {0};
 	_cleanup_close_ int tmp = -1;
 	int fd, rc = 0;
 
 	if (in->kind == FS_PASS) {
-		fd = handle_fd(in, fi, O_RDONLY, &tmp);
+		fd = fi && fi->fh ? (int)fi->fh : fs_pin_get(fs, in, &pin);
+		if (fd >= 0)
+			fd = handle_fd(in, fi, O_RDONLY, &tmp);
 		if (fd < 0) {
 			fuse_reply_err(req, -fd);
 			return;
@@ -319,11 +368,13 @@ void fs_op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_fi
 {
 	struct fs *fs = fuse_req_userdata(req);
 	struct fs_inode *in = fs_inode_get(fs, ino);
+	_cleanup_pin_ struct fs_pin pin = {0};
 	int fd, err = 0;
 
 	if (in->kind == FS_PASS) {
-		fd = openat(in->fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		if (fd < 0 || (datasync ? fdatasync(fd) : fsync(fd)) < 0)
+		err = -fs_pin_get(fs, in, &pin);
+		fd = err ? -1 : openat(pin.fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (!err && (fd < 0 || (datasync ? fdatasync(fd) : fsync(fd)) < 0))
 			err = errno;
 		if (fd >= 0)
 			close(fd);
@@ -334,12 +385,13 @@ void fs_op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_fi
 void fs_op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
 		    size_t size, int flags)
 {
+	_cleanup_pin_ struct fs_pin pin = {0};
 	struct fs_caller c;
 	struct fs_inode *in;
 	char path[64];
 	int err = 0;
 
-	in = writable(req, ino, &err);
+	in = writable(req, ino, &pin, &err);
 	if (in)
 		err = -fs_caller_enter(req, false, &c);
 	if (!err) {
@@ -353,12 +405,13 @@ void fs_op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char
 
 void fs_op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 {
+	_cleanup_pin_ struct fs_pin pin = {0};
 	struct fs_caller c;
 	struct fs_inode *in;
 	char path[64];
 	int err = 0;
 
-	in = writable(req, ino, &err);
+	in = writable(req, ino, &pin, &err);
 	if (in)
 		err = -fs_caller_enter(req, false, &c);
 	if (!err) {
@@ -373,11 +426,12 @@ void fs_op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 void fs_op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
 		     struct fuse_file_info *fi)
 {
+	_cleanup_pin_ struct fs_pin pin = {0};
 	_cleanup_close_ int tmp = -1;
 	struct fs_inode *in;
 	int err = 0, fd;
 
-	in = writable(req, ino, &err);
+	in = writable(req, ino, &pin, &err);
 	if (in) {
 		fd = handle_fd(in, fi, O_WRONLY, &tmp);
 		if (fd < 0)
