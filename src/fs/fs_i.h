@@ -31,8 +31,6 @@ struct fs_backing {
 	char *key;  /* "blobs", "layer:<hex>", "snap:<hex>", "rootfs:<name>@<digest>#<upper ino>" */
 	int fd;	    /* O_PATH fd of the root */
 	int lockfd; /* rootfs: shared flock on the upper dir's lock file, else -1 */
-	int *holds; /* imgfs_store_snapshot_hold fds of the snapshots served */
-	size_t nholds;
 	struct fs_backing *next; /* fs->backing_lock */
 };
 
@@ -196,6 +194,9 @@ struct fs {
 	pthread_mutex_t backing_lock;
 	struct fs_backing *backings;
 	struct fs_view *views;
+	/* backing_lock: the snapshots backings serve, each held once for the
+	 * daemon's life (imgfs_store_snapshot_hold: gc keeps them) */
+	struct fs_hold *holds;
 
 	pthread_mutex_t cat_lock;
 	struct fs_catalog *cat;	   /* cat_lock */
@@ -364,8 +365,10 @@ struct fs_dirent {
 int fs_tree_list(struct fs *fs, const char *path, struct fs_dirent **out, size_t *n);
 void fs_dirents_free(struct fs_dirent *d, size_t n);
 
-/* Close a backing's fds and drop its snapshot holds. */
+/* Close a backing's fds. */
 void fs_backing_release(struct fs_backing *b);
+/* At exit, after the backings: drop the snapshot holds. */
+void fs_tree_holds_release(struct fs *fs);
 /* Open the backing of a view node (in b->fd); used through fs_view_get. */
 int fs_tree_make_backing(struct fs *fs, const struct fs_node *node, struct fs_backing *b);
 

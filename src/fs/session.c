@@ -214,6 +214,7 @@ static void fs_free(struct fs *fs)
 {
 	fs_ra_stop(fs);
 	fs_inodes_free(fs);
+	fs_tree_holds_release(fs);
 	fs_catalog_free_all(fs);
 	for (size_t i = 0; i < FS_MAX_FAILURES; i++) {
 		free(fs->failures[i].ref);

@@ -756,33 +756,52 @@ static int open_dir_path(const char *path)
 	return fd < 0 ? -errno : fd;
 }
 
-/* Hold the snapshot (gc keeps it while b lives), then find its dir. */
-static int hold_snapshot(struct fs *fs, struct fs_backing *b, const struct imgfs_digest *d,
-			 char **dir, struct imgfs_error *err)
-{
-	int *more = realloc(b->holds, (b->nholds + 1) * sizeof(*b->holds)), fd;
+struct fs_hold {
+	char digest[IMGFS_DIGEST_MAX];
+	int fd;
+	struct fs_hold *next;
+};
 
-	if (!more)
-		return imgfs_error_set(err, ENOMEM, "out of memory");
-	b->holds = more;
-	if (imgfs_store_snapshot_hold(fs->store, d, &fd, err) < 0)
-		return -1;
-	b->holds[b->nholds++] = fd;
+/*
+ * Hold the snapshot (gc keeps it while the daemon lives), then find its dir.
+ * Once per snapshot, however many backings serve it: an overlay of a chain
+ * of n layers serves n snapshots, and the snapshots/ views of one image's
+ * chains took n(n+1)/2 fds, each for the daemon's life. backing_lock held.
+ */
+static int hold_snapshot(struct fs *fs, const struct imgfs_digest *d, char **dir,
+			 struct imgfs_error *err)
+{
+	struct fs_hold *h;
+
+	for (h = fs->holds; h && strcmp(h->digest, d->str); h = h->next)
+		;
+	if (!h) {
+		h = calloc(1, sizeof(*h));
+		if (!h)
+			return imgfs_error_set(err, ENOMEM, "out of memory");
+		if (imgfs_store_snapshot_hold(fs->store, d, &h->fd, err) < 0) {
+			free(h);
+			return -1;
+		}
+		snprintf(h->digest, sizeof(h->digest), "%s", d->str);
+		h->next = fs->holds;
+		fs->holds = h;
+	}
 	return imgfs_store_snapshot_dir(fs->store, d, dir, err);
 }
 
-static void release_holds(struct fs_backing *b)
+void fs_tree_holds_release(struct fs *fs)
 {
-	for (size_t i = 0; i < b->nholds; i++)
-		imgfs_store_snapshot_unlock(b->holds[i]);
-	free(b->holds);
-	b->holds = NULL;
-	b->nholds = 0;
+	for (struct fs_hold *h = fs->holds, *next; h; h = next) {
+		next = h->next;
+		imgfs_store_snapshot_unlock(h->fd);
+		free(h);
+	}
+	fs->holds = NULL;
 }
 
 void fs_backing_release(struct fs_backing *b)
 {
-	release_holds(b);
 	if (b->fd >= 0)
 		close(b->fd);
 	if (b->lockfd >= 0)
@@ -790,10 +809,8 @@ void fs_backing_release(struct fs_backing *b)
 	b->fd = b->lockfd = -1;
 }
 
-/* Snapshot dirs of the chain ending at chain_id, top-most first, each held
- * for b. */
-static int chain_dirs(struct fs *fs, struct fs_backing *b, const char *chain_id, char ***dirs,
-		      size_t *n)
+/* Snapshot dirs of the chain ending at chain_id, top-most first, each held. */
+static int chain_dirs(struct fs *fs, const char *chain_id, char ***dirs, size_t *n)
 {
 	struct fs_catalog *c = fs_catalog_get(fs);
 	struct imgfs_error err = {0};
@@ -813,7 +830,7 @@ static int chain_dirs(struct fs *fs, struct fs_backing *b, const char *chain_id,
 	for (size_t i = 0; *dirs && i <= idx && rc == 0; i++) {
 		const char *cid = rec_layer(im->rec, i, "chainID");
 		if (!cid || imgfs_digest_parse(&d, cid, &err) < 0 ||
-		    hold_snapshot(fs, b, &d, &(*dirs)[idx - i], &err) < 0) {
+		    hold_snapshot(fs, &d, &(*dirs)[idx - i], &err) < 0) {
 			imgfs_warn("fs: snapshot %s: %s", cid ? cid : "?", err.msg);
 			rc = err.code ? -err.code : -EIO;
 		}
@@ -934,7 +951,7 @@ static int make_overlay(struct fs *fs, const char *chain_top, const struct fs_no
 	if (rootfs && !base)
 		return -EINVAL;
 	if (chain_top)
-		rc = chain_dirs(fs, b, chain_top, &dirs, &n);
+		rc = chain_dirs(fs, chain_top, &dirs, &n);
 	if (rc == 0 && n == 0) /* overlay needs a lower dir: an empty one changes nothing */
 		rc = append_dir(&dirs, &n, empty);
 	if (rc == 0 && rootfs && imgfs_store_is_read_only(fs->store)) {
@@ -975,8 +992,6 @@ static int make_overlay(struct fs *fs, const char *chain_top, const struct fs_no
 		close(b->lockfd);
 		b->lockfd = -1;
 	}
-	if (rc < 0)
-		release_holds(b);
 	return rc;
 }
 
@@ -1021,14 +1036,11 @@ int fs_tree_make_backing(struct fs *fs, const struct fs_node *node, struct fs_ba
 		break;
 	case FS_VIEW_LAYER:
 		if (imgfs_digest_parse(&d, node->key_arg, &err) < 0 ||
-		    hold_snapshot(fs, b, &d, &dir, &err) < 0) {
+		    hold_snapshot(fs, &d, &dir, &err) < 0) {
 			imgfs_warn("fs: layer %s: %s", node->key_arg, err.msg);
-			release_holds(b);
 			return err.code ? -err.code : -EIO;
 		}
 		rc = open_dir_path(dir);
-		if (rc < 0)
-			release_holds(b);
 		break;
 	case FS_VIEW_SNAPSHOT:
 		return make_overlay(fs, node->key_arg, NULL, b);

@@ -16,13 +16,15 @@ need_imgfs
 need_fuse
 need docker-registry skopeo umoci setpriv sha256sum
 start_registry
-build_fixtures wide
+build_fixtures wide many
 push_layout "$T/fixtures/wide" v1 lab/wide
+push_layout "$T/fixtures/many" v1 lab/many
 
 LIMIT=256
 S=$T/store M=$T/mnt
 REF=$REGISTRY/lab/wide:v1
 imgfs_ok "$S" pull "$REF"
+imgfs_ok "$S" pull "$REGISTRY/lab/many:v1"
 imgfs_ok "$S" inspect --json "$REF"
 cp "$T/out" "$T/inspect.json"
 mapfile -t SNAPS < <("$PY" -c 'import json,sys
@@ -195,4 +197,23 @@ log "daemon fds: at most $max over $(wc -l <"$T/fdcounts") samples (limit $LIMIT
 grep -q "out of open files" "$MOUNT_LOG" && fail "the daemon ran out of fds: $(grep 'out of open files' "$MOUNT_LOG")"
 n=$(grep -c "opened again by name" "$MOUNT_LOG")
 [ "$n" = 1 ] || fail "the daemon logged $n times that it closes fds, want once: $(tail -n 5 "$MOUNT_LOG")"
+
+# --- snapshots/ of every chain of a 40-layer image: each overlay of n layers
+# holds its n snapshots, but the daemon holds each snapshot once (it held
+# n(n+1)/2 = 820 fds for these, and ran out)
+imgfs_ok "$S" inspect --json "$REGISTRY/lab/many:v1"
+mapfile -t MANY < <("$PY" -c 'import json,sys
+for l in json.load(open(sys.argv[1]))["layers"]: print(l["chainID"].split(":")[1])' "$T/out")
+[ "${#MANY[@]}" = 40 ] || fail "the many fixture has ${#MANY[@]} layers"
+for c in "${MANY[@]}"; do
+	setpriv --reuid=65534 --regid=65534 --clear-groups ls "$M/snapshots/$c/bin/busybox" >/dev/null 2>"$T/err" ||
+		fail "snapshots/${c:0:12}: $(cat "$T/err")"
+done
+ls -l "/proc/$PID/fd" >"$T/fds"
+dups=$(grep -o 'chain-[0-9a-f]*\.use' "$T/fds" | sort | uniq -d | head -n 3)
+[ -z "$dups" ] || fail "the daemon holds snapshots more than once: $dups"
+n=$(grep -c 'chain-[0-9a-f]*\.use' "$T/fds" || true)
+[ "$n" -le 43 ] || fail "the daemon holds $n snapshots, want at most 43"
+log "after snapshots/ of 40 chains: $(wc -l <"$T/fds") fds, $n snapshot holds"
+grep -q "out of open files" "$MOUNT_LOG" && fail "the daemon ran out of fds: $(grep 'out of open files' "$MOUNT_LOG")"
 log ok
