@@ -137,6 +137,29 @@ static int secure_root(const char *root, bool may_fix, struct imgfs_error *err)
 	return 0;
 }
 
+/* An existing directory that is not a store (no blobs/ or meta/) and not
+ * empty: --store /tmp or $HOME by mistake, which the store's 0700 (and its
+ * layout) must not be applied to. */
+static bool foreign_dir(const char *root)
+{
+	DIR *d = opendir(root);
+	struct dirent *de;
+	bool store = false, other = false;
+
+	if (!d)
+		return false; /* the next steps say why */
+	while ((de = readdir(d))) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		if (!strcmp(de->d_name, "blobs") || !strcmp(de->d_name, "meta"))
+			store = true;
+		else
+			other = true;
+	}
+	closedir(d);
+	return other && !store;
+}
+
 static int make_layout(const char *root, struct imgfs_error *err)
 {
 	struct stat st;
@@ -153,8 +176,16 @@ static int make_layout(const char *root, struct imgfs_error *err)
 		if (imgfs_mkdir_p(parent, 0755, err) < 0)
 			return imgfs_error_wrap(err, "create store");
 	}
-	if (mkdir(root, 0700) < 0 && errno != EEXIST)
-		return imgfs_error_errno(err, errno, "create store %s", root);
+	if (mkdir(root, 0700) < 0) {
+		if (errno != EEXIST)
+			return imgfs_error_errno(err, errno, "create store %s", root);
+		if (foreign_dir(root))
+			return imgfs_error_set(
+			    err, EEXIST,
+			    "store %s: a directory that is neither empty nor an "
+			    "imgfs store (a mistyped --store?); not made into one",
+			    root);
+	}
 	if (secure_root(root, true, err) < 0)
 		return -1;
 	for (size_t i = 0; i < sizeof(store_dirs) / sizeof(store_dirs[0]); i++) {

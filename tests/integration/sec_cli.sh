@@ -79,6 +79,15 @@ for st in "$T/missing" "$T/rel"; do
 	done
 done
 [ ! -e "$T/missing" ] || fail "a command on a missing store created it"
+# a pull or mount into a non-empty directory that is not a store (--store /tmp
+# by mistake) neither chmods it 0700 nor fills it with a store
+mkdir -m 0755 "$T/notastore"
+echo keep >"$T/notastore/file"
+imgfs_run "$T/notastore" import --name lab/secret "$L"
+[ "$RC" = 1 ] || fail "import into a non-empty non-store dir exited $RC"
+grep -q "neither empty nor an imgfs store" "$T/err" || fail "import into a non-store dir: $(cat "$T/err")"
+[ "$(stat -c %a "$T/notastore")" = 755 ] || fail "a non-store dir was chmodded $(stat -c %a "$T/notastore")"
+[ "$(ls "$T/notastore")" = file ] || fail "a non-store dir got: $(ls "$T/notastore")"
 [ ! -e "$T/rel/meta" ] && [ ! -e "$T/rel/blobs" ] || fail "a command on a non-store dir made a store in it"
 
 # --- a read-only store: images, inspect, mount -o ro
