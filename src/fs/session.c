@@ -315,7 +315,7 @@ static int check_paths(const char *mountpoint, const char *store, char **mnt_abs
 
 int imgfs_fs_main(const struct imgfs_fs_opts *in_opts, struct imgfs_error *err)
 {
-	struct fs *fs = calloc(1, sizeof(*fs));
+	struct fs *fs;
 	struct imgfs_fs_opts o = *in_opts;
 	const struct imgfs_fs_opts *opts = &o;
 	_cleanup_free_ char *mnt_abs = NULL;
@@ -324,8 +324,6 @@ int imgfs_fs_main(const struct imgfs_fs_opts *in_opts, struct imgfs_error *err)
 	struct imgfs_store *probe;
 	int rc;
 
-	if (!fs)
-		return imgfs_error_set(err, ENOMEM, "out of memory");
 	if (check_paths(o.mountpoint, o.store_dir, &mnt_abs, &store_abs, err) < 0)
 		return -1;
 	/* open the store once here so its errors reach the terminal; LMDB must
@@ -338,20 +336,27 @@ int imgfs_fs_main(const struct imgfs_fs_opts *in_opts, struct imgfs_error *err)
 	imgfs_store_close(probe);
 	o.mountpoint = mnt_abs;
 	o.store_dir = store_abs;
+	fs = calloc(1, sizeof(*fs));
+	if (!fs)
+		return imgfs_error_set(err, ENOMEM, "out of memory");
 	fuse_set_log_func(fuse_log_to_imgfs);
 	if (opts->debug)
 		imgfs_log_set_level(IMGFS_LOG_DEBUG);
 	fs->se = session_new(fs, opts, err);
-	if (!fs->se)
+	if (!fs->se) {
+		free(fs);
 		return -1;
+	}
 	if (fuse_set_signal_handlers(fs->se) != 0) {
 		fuse_session_destroy(fs->se);
+		free(fs);
 		return imgfs_error_set(err, EIO, "mount %s: could not set signal handlers",
 				       opts->mountpoint);
 	}
 	if (fuse_session_mount(fs->se, opts->mountpoint) != 0) {
 		fuse_remove_signal_handlers(fs->se);
 		fuse_session_destroy(fs->se);
+		free(fs);
 		if (imgfs_mounted_at(opts->mountpoint))
 			return imgfs_error_set(err, EBUSY,
 					       "mount %s: the FUSE mount failed; an imgfs mount "
