@@ -889,8 +889,10 @@ static CURLcode perform_hop(struct imgfs_registry *r, struct imgfs_endpoint *ep,
 	    !x->fail && x->h.status >= 300)
 		rc = CURLE_OK;
 	x->curl_rc = rc;
+	/* not CONNECT_TIME: it is 0 on a connection reused from the pool, and
+	 * a stall there is not a failure to connect */
 	curl_off_t connected = 0;
-	curl_easy_getinfo(c, CURLINFO_CONNECT_TIME_T, &connected);
+	curl_easy_getinfo(c, CURLINFO_PRETRANSFER_TIME_T, &connected);
 	if (rc == CURLE_OPERATION_TIMEDOUT && !x->fail && !connected)
 		imgfs_error_set(x->sink_err, ETIMEDOUT, "%s: %s: no connection within %d s",
 				x->what, ep->host, r->connect_time);
