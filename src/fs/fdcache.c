@@ -361,6 +361,49 @@ void fs_pin_put(struct fs_pin *pin)
 	pin->in = NULL;
 }
 
+int fs_inode_stat(struct fs *fs, struct fs_inode *in, struct stat *st)
+{
+	struct fs_pin pin = {0};
+	struct fs_inode *p;
+	char *name;
+	int fd = try_pin(in), rc;
+
+	if (fd >= 0) {
+		__atomic_store_n(&in->fd_used, true, __ATOMIC_RELAXED);
+		rc = fstatat(fd, "", st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
+		__atomic_sub_fetch(&in->fd_users, 1, __ATOMIC_RELEASE);
+		return rc;
+	}
+	/* closed by the budget: a stat by name costs less than opening it again
+	 * (and closing another inode's fd for it) */
+	pthread_mutex_lock(&fs->inode_lock);
+	p = in->parent;
+	name = strdup(in->name);
+	if (p)
+		p->refs++;
+	pthread_mutex_unlock(&fs->inode_lock);
+	rc = !name ? -ENOMEM : p ? fs_pin_get(fs, p, &pin) : 0;
+	if (rc == 0) {
+		fd = p ? pin.fd : in->view->b->fd;
+		rc = fstatat(fd, name, st, AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
+		if (rc == 0 && (st->st_dev != in->dev || st->st_ino != in->ino))
+			rc = -ESTALE;
+		fs_pin_put(&pin);
+	}
+	free(name);
+	if (p)
+		fs_inode_unref(fs, p);
+	if (rc == 0)
+		return 0;
+	/* renamed meanwhile, or another error: open it again, which knows */
+	rc = fs_pin_get(fs, in, &pin);
+	if (rc < 0)
+		return rc;
+	rc = fstatat(pin.fd, "", st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
+	fs_pin_put(&pin);
+	return rc;
+}
+
 int fs_inode_rfd(struct fs *fs, struct fs_inode *in)
 {
 	int fd = __atomic_load_n(&in->rfd, __ATOMIC_ACQUIRE);

@@ -104,6 +104,9 @@ void fs_fd_init(struct fs *fs);
 int fs_pin_get(struct fs *fs, struct fs_inode *in, struct fs_pin *pin);
 void fs_pin_put(struct fs_pin *pin);
 #define _cleanup_pin_ __attribute__((cleanup(fs_pin_put)))
+/* fstatat of a passthrough inode (unpinned): by its name in its parent when
+ * the budget closed its fd. 0 or -errno. */
+int fs_inode_stat(struct fs *fs, struct fs_inode *in, struct stat *st);
 /* A pinned inode's O_RDONLY fd for READs, opened at the first and kept. fd or -errno. */
 int fs_inode_rfd(struct fs *fs, struct fs_inode *in);
 /* Count a fresh inode's fd (in not shared yet) in the budget. */

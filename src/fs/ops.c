@@ -116,12 +116,9 @@ int fs_do_getattr(struct fs *fs, struct fs_inode *in, uid_t uid, struct stat *st
 	int rc;
 
 	if (in->kind == FS_PASS) {
-		_cleanup_pin_ struct fs_pin pin = {0};
-		rc = fs_pin_get(fs, in, &pin);
+		rc = fs_inode_stat(fs, in, st);
 		if (rc < 0)
 			return rc;
-		if (fstatat(pin.fd, "", st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0)
-			return -errno;
 		fs_pass_attr(fs, in, st);
 		return 0;
 	}
