@@ -212,7 +212,7 @@ struct fs {
 	struct fs_failure failures[FS_MAX_FAILURES]; /* pull_lock */
 	size_t n_failures;			     /* pull_lock, total ever */
 	size_t pulls_running;			     /* pull_lock */
-	size_t pull_waiters;			     /* pull_lock: lookups waiting for pulls */
+	size_t pull_waiters; /* pull_lock: lookups by others than root waiting for pulls */
 
 	/* the kernel's read-ahead for this mount: raised at the first request
 	 * after INIT (session.c) */
@@ -402,8 +402,10 @@ void fs_uids_destroy(struct fs_uids *u);
  * when the pull ends (fs_lookup_pulled, EFBIG over pull_max_size), or with
  * EINTR if interrupted (the pull goes on); -errno to answer now: EACCES
  * refused by the policy, EAGAIN over the caller's pull_max_per_user or with
- * FS_MAX_PULL_WAITERS lookups waiting already. */
+ * FS_MAX_PULL_WAITERS lookups by users other than root waiting already, or
+ * FS_MAX_PULL_WAITERS_PER_USER by the caller. */
 #define FS_MAX_PULL_WAITERS 1024
+#define FS_MAX_PULL_WAITERS_PER_USER 256
 int fs_pull_defer(struct fs *fs, const char *ref, const char *path, fuse_req_t req);
 /* .imgfs/status as uid sees it: root (and the daemon's uid) every entry,
  * another user only the pulls and failures it started or joined. */

@@ -31,6 +31,7 @@ struct fs_pull_layer {
  */
 struct fs_pull_waiter {
 	fuse_req_t req;
+	uid_t uid;		     /* who looked up */
 	char *path;		     /* the virtual path looked up */
 	struct fs_pull *p;	     /* pull_lock: the pull it waits for, NULL until listed */
 	bool interrupted;	     /* pull_lock: interrupted before it was listed */
@@ -183,7 +184,8 @@ static void on_interrupt(fuse_req_t req, void *data)
 		}
 	}
 	w->p = NULL;
-	fs->pull_waiters--;
+	if (!fs_uid_privileged(fs, w->uid))
+		fs->pull_waiters--;
 	pthread_mutex_unlock(&fs->pull_lock);
 	/* the pull goes on for the other waiters and the store */
 	fuse_reply_err(req, EINTR);
@@ -223,7 +225,8 @@ static void *pull_worker(void *arg)
 	p->waiters = NULL;
 	for (struct fs_pull_waiter *w = waiters; w; w = w->next) {
 		w->p = NULL;
-		fs->pull_waiters--;
+		if (!fs_uid_privileged(fs, w->uid))
+			fs->pull_waiters--;
 	}
 	code = p->code;
 	pthread_mutex_unlock(&fs->pull_lock);
@@ -329,6 +332,33 @@ static struct fs_pull *pull_join(struct fs *fs, const char *ref, enum fs_pull_cl
 	return p;
 }
 
+/* Lookups by uid waiting for pulls. pull_lock held. */
+static size_t waiters_of(struct fs *fs, uid_t uid)
+{
+	size_t n = 0;
+
+	for (struct fs_pull *p = fs->pulls; p; p = p->next) {
+		for (struct fs_pull_waiter *w = p->waiters; w; w = w->next)
+			n += w->uid == uid;
+	}
+	return n;
+}
+
+/* May uid's lookup wait for a pull, or are there too many waiting? pull_lock
+ * held. Bounds the memory (and io_uring entries) waiting lookups take, and
+ * no user can take it all: root's lookups never count. */
+static bool may_wait(struct fs *fs, uid_t uid, const char *ref)
+{
+	if (fs_uid_privileged(fs, uid))
+		return true;
+	if (fs->pull_waiters < FS_MAX_PULL_WAITERS &&
+	    waiters_of(fs, uid) < FS_MAX_PULL_WAITERS_PER_USER)
+		return true;
+	imgfs_warn("fs: %zu lookups wait for pulls (%zu by uid %u); %s answered EAGAIN",
+		   fs->pull_waiters, waiters_of(fs, uid), (unsigned)uid, ref);
+	return false;
+}
+
 int fs_pull_defer(struct fs *fs, const char *given, const char *path, fuse_req_t req)
 {
 	struct imgfs_error err = {0};
@@ -363,6 +393,7 @@ int fs_pull_defer(struct fs *fs, const char *given, const char *path, fuse_req_t
 		return -ENOMEM;
 	}
 	w->req = req;
+	w->uid = uid;
 	/* before anyone else can answer req: an INTERRUPT that came first
 	 * runs on_interrupt right here, which only marks w */
 	fuse_req_interrupt_func(req, on_interrupt, w);
@@ -371,9 +402,7 @@ int fs_pull_defer(struct fs *fs, const char *given, const char *path, fuse_req_t
 	pthread_mutex_lock(&fs->pull_lock);
 	if (w->interrupted || __atomic_load_n(&fs->exiting, __ATOMIC_ACQUIRE)) {
 		rc = -EINTR;
-	} else if (fs->pull_waiters >= FS_MAX_PULL_WAITERS) {
-		imgfs_warn("fs: %zu lookups already wait for pulls; %s answered EAGAIN",
-			   fs->pull_waiters, ref);
+	} else if (!may_wait(fs, uid, ref)) {
 		rc = -EAGAIN;
 	} else {
 		p = pull_join(fs, ref, cls, uid, why, &rc);
@@ -382,7 +411,8 @@ int fs_pull_defer(struct fs *fs, const char *given, const char *path, fuse_req_t
 		w->p = p;
 		w->next = p->waiters;
 		p->waiters = w;
-		fs->pull_waiters++;
+		if (!fs_uid_privileged(fs, uid))
+			fs->pull_waiters++;
 		pthread_mutex_unlock(&fs->pull_lock);
 		return 0;
 	}

@@ -165,6 +165,37 @@ grep -q "^failed .*dos/x[0-9]*:v1 (Connection timed out[^)]*): .*$BH.*within $TI
 [ "$(pulls_running)" = 0 ] || sleep 3
 [ "$(pulls_running)" = 0 ] || fail "pulls still running: $(cat "$M/.imgfs/status")"
 
+# --- at most 256 lookups by one user other than root wait for pulls (the
+# daemon's memory and io_uring entries); more answer EAGAIN at once, and
+# root's lookups never count
+if [ "${#AS[@]}" -gt 0 ]; then
+	pids=()
+	for i in $(seq 256); do
+		"${NOBODY[@]}" stat "$D/y$i:v1" >/dev/null 2>&1 &
+		pids+=($!)
+	done
+	for ((i = 0; i < 400; i++)); do
+		[ "$(pulls_running)" -ge 256 ] && break
+		sleep 0.05
+	done
+	[ "$(pulls_running)" -ge 256 ] || fail "256 lookups by uid 65534: $(pulls_running) pulls after 20 s"
+	answers 5 "uid 65534's 257th waiting lookup" sh -c "! ${NOBODY[*]} stat '$D/y257:v1' 2>'$T/y257'"
+	grep -q "Resource temporarily unavailable" "$T/y257" || fail "the 257th: $(cat "$T/y257"), want EAGAIN"
+	stat "$D/rootmore:v1" >/dev/null 2>&1 &
+	RPID=$!
+	for ((i = 0; i < 100; i++)); do grep -q "^pull .*dos/rootmore:v1" "$M/.imgfs/status" && break; sleep 0.05; done
+	grep -q "^pull .*dos/rootmore:v1" "$M/.imgfs/status" || fail "root's lookup did not wait for its pull"
+	kill -TERM "$RPID" # (background jobs ignore SIGINT)
+	for ((i = 0; i < 40; i++)); do gone "$RPID" && break; sleep 0.05; done
+	gone "$RPID" || fail "root's lookup did not end within 2 s of SIGTERM"
+	for pid in "${pids[@]}"; do
+		for ((k = 0; k < (TIMEOUT_S + 60) * 10; k++)); do gone "$pid" && break; sleep 0.1; done
+		gone "$pid" || fail "a lookup of the 256 still waits $((TIMEOUT_S + 60)) s on"
+		wait "$pid" || true
+	done
+	wait "$RPID" || true
+fi
+
 # --- and the mount still serves
 answers 5 "a lookup after the storm" ls "$M/$REGISTRY/lab/features/v1/rootfs/etc"
 imgfs_unmount "$M" "$MOUNT_PID" || fail "the daemon did not exit after umount"
