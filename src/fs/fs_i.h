@@ -407,6 +407,9 @@ void fs_uids_destroy(struct fs_uids *u);
 #define FS_MAX_PULL_WAITERS 1024
 #define FS_MAX_PULL_WAITERS_PER_USER 256
 int fs_pull_defer(struct fs *fs, const char *ref, const char *path, fuse_req_t req);
+/* The session has ended (fs->exiting set): answer every waiting lookup
+ * EINTR now; the pulls go on until the process ends. */
+void fs_pull_abandon(struct fs *fs);
 /* .imgfs/status as uid sees it: root (and the daemon's uid) every entry,
  * another user only the pulls and failures it started or joined. */
 char *fs_status_text(struct fs *fs, uid_t uid, size_t *len);

@@ -422,6 +422,32 @@ int fs_pull_defer(struct fs *fs, const char *given, const char *path, fuse_req_t
 	return rc;
 }
 
+void fs_pull_abandon(struct fs *fs)
+{
+	struct fs_pull_waiter *all = NULL;
+
+	pthread_mutex_lock(&fs->pull_lock);
+	for (struct fs_pull *p = fs->pulls; p; p = p->next) {
+		while (p->waiters) {
+			struct fs_pull_waiter *w = p->waiters;
+			p->waiters = w->next;
+			w->p = NULL;
+			if (!fs_uid_privileged(fs, w->uid))
+				fs->pull_waiters--;
+			w->next = all;
+			all = w;
+		}
+	}
+	pthread_mutex_unlock(&fs->pull_lock);
+	while (all) {
+		struct fs_pull_waiter *w = all;
+		all = w->next;
+		fuse_req_interrupt_func(w->req, NULL, NULL);
+		fuse_reply_err(w->req, EINTR);
+		waiter_free(w);
+	}
+}
+
 static const char *state_name(enum imgfs_layer_state s)
 {
 	switch (s) {

@@ -392,7 +392,8 @@ int imgfs_fs_main(const struct imgfs_fs_opts *in_opts, struct imgfs_error *err)
 	rc = fuse_session_loop_mt(fs->se, cfg);
 	fuse_loop_cfg_destroy(cfg);
 	__atomic_store_n(&fs->exiting, true, __ATOMIC_RELEASE);
-	fs_ra_stop(fs); /* its threads talk to the session */
+	fs_pull_abandon(fs); /* while the rings still carry replies */
+	fs_ra_stop(fs);	     /* its threads talk to the session */
 	fuse_session_unmount(fs->se);
 	fs_uring_stop(fs);
 	fuse_remove_signal_handlers(fs->se);
