@@ -240,6 +240,10 @@ struct fs {
 /* session.c: the reply about to be written is INIT's (the first one; the
  * kernel sends nothing else before it): complete its flags. true if it was. */
 bool fs_init_reply(struct fs *fs, struct iovec *iov, int count);
+/* libfuse's own reads of /dev/fuse, for the custom I/O of both transports */
+ssize_t fs_dev_read(int fd, void *buf, size_t len, void *userdata);
+ssize_t fs_dev_splice_receive(int fdin, off_t *offin, int fdout, off_t *offout, size_t len,
+			      unsigned int flags, void *userdata);
 
 /* uring.c: FUSE over io_uring when the kernel offers it. Setup before the
  * session loop (else, or if it fails, /dev/fuse is used); stop after the

@@ -140,14 +140,14 @@ static ssize_t dev_writev(int fd, struct iovec *iov, int count, void *userdata)
 	return writev(fd, iov, count);
 }
 
-static ssize_t dev_read(int fd, void *buf, size_t len, void *userdata)
+ssize_t fs_dev_read(int fd, void *buf, size_t len, void *userdata)
 {
 	(void)userdata;
 	return read(fd, buf, len);
 }
 
-static ssize_t dev_splice_receive(int fdin, off_t *offin, int fdout, off_t *offout, size_t len,
-				  unsigned int flags, void *userdata)
+ssize_t fs_dev_splice_receive(int fdin, off_t *offin, int fdout, off_t *offout, size_t len,
+			      unsigned int flags, void *userdata)
 {
 	(void)userdata;
 	return splice(fdin, offin, fdout, offout, len, flags);
@@ -165,8 +165,8 @@ static void dev_io_setup(struct fs *fs)
 {
 	const struct fuse_custom_io io = {
 	    .writev = dev_writev,
-	    .read = dev_read,
-	    .splice_receive = dev_splice_receive,
+	    .read = fs_dev_read,
+	    .splice_receive = fs_dev_splice_receive,
 	    .splice_send = dev_splice_send,
 	};
 	int rc = fuse_session_custom_io(fs->se, &io, fuse_session_fd(fs->se));

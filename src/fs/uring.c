@@ -639,19 +639,6 @@ static ssize_t uring_writev(int fd, struct iovec *iov, int count, void *userdata
 	return writev(fd, iov, count);
 }
 
-static ssize_t uring_read(int fd, void *buf, size_t len, void *userdata)
-{
-	(void)userdata;
-	return read(fd, buf, len);
-}
-
-static ssize_t uring_splice_receive(int fdin, off_t *offin, int fdout, off_t *offout, size_t len,
-				    unsigned int flags, void *userdata)
-{
-	(void)userdata;
-	return splice(fdin, offin, fdout, offout, len, flags);
-}
-
 #define ENABLE_URING "/sys/module/fuse/parameters/enable_uring"
 
 /* Whether the kernel lets this connection use io_uring. Its switch (off by
@@ -756,8 +743,8 @@ void fs_uring_setup(struct fs *fs, const char *mountpoint)
 	}
 	const struct fuse_custom_io io = {
 	    .writev = uring_writev,
-	    .read = uring_read,
-	    .splice_receive = uring_splice_receive,
+	    .read = fs_dev_read,
+	    .splice_receive = fs_dev_splice_receive,
 	};
 	fs->uring = u;
 	if (fuse_session_custom_io(fs->se, &io, u->devfd) == 0)
