@@ -119,13 +119,13 @@ P4=$(pgrep -f -x "$IMGFS mount -o rw,store=$S,nosuid,nodev${FS_TEST_OPTS:+,$FS_T
 [ -n "$P4" ] || fail "no daemon started by the mount helper"
 [ -d "$M4/$SLOW/lab/features/v1/layers/0/bin" ] || fail "the helper's mount does not show the image"
 umount "$M4" || fail "umount $M4 failed"
-for ((i = 0; i < 100; i++)); do kill -0 "$P4" 2>/dev/null || break; sleep 0.05; done
+for ((i = 0; i < 600; i++)); do kill -0 "$P4" 2>/dev/null || break; sleep 0.05; done
 kill -0 "$P4" 2>/dev/null && fail "helper-started daemon still running after umount"
 
 # --- idle unmount ends the daemon, leaves nothing mounted
 ls "$M/$SLOW/lab/features/v1/rootfs/bin" "$M/snapshots/"* >/dev/null # overlay mounts in use
 umount "$M" || fail "umount $M failed"
-for ((i = 0; i < 100; i++)); do kill -0 "$DPID" 2>/dev/null || break; sleep 0.05; done
+for ((i = 0; i < 600; i++)); do kill -0 "$DPID" 2>/dev/null || break; sleep 0.05; done
 kill -0 "$DPID" 2>/dev/null && fail "daemon $DPID still running after umount"
 grep -F "$M" /proc/self/mountinfo && fail "mounts remain at $M"
 no_store_mounts "$S"
